@@ -1,0 +1,281 @@
+"""Tables (CSV, Markdown) and figures (PNG) from the long metrics table and benchmark CSVs.
+
+Figures are drawn on matplotlib's Agg canvas without pyplot, so no display or global backend
+state is involved, and saved atomically at FIGURE_DPI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume
+from midiffusion.metrics import LONG_COLUMNS, TISSUE_CLASSES
+
+METHOD_ORDER = ("oracle", "midiffusion", "unguided", "histmatch", "none")
+GRID_COLUMNS = ("source", "none", "histmatch", "unguided", "midiffusion", "target")
+CLASS_ORDER = (*TISSUE_CLASSES.values(), "mean")
+METRIC_LABELS = {"dice": "Dice", "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE"}
+DECIMALS = {"psnr": 2}  # every other metric: 3 decimals
+LABEL_COLOURS = ("#1f77b4", "#2ca02c", "#d62728")  # CSF, GM, WM
+SAMPLER_COLUMNS = ("sampler", "steps", "psnr", "ssim", "seconds_per_slice")
+FIGURE_DPI = 120
+GROUP = ["method", "source", "metric", "class"]
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    """Methods in METHOD_ORDER first, in that order; any others after, alphabetically."""
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def _ordered_methods(methods: Sequence[str]) -> list[str]:
+    return sorted(set(methods), key=_method_rank)
+
+
+def _normalise(long_df: pd.DataFrame) -> pd.DataFrame:
+    """Check the long table's columns; class "" for image metrics (a CSV round trip gives NaN)."""
+    missing = [column for column in LONG_COLUMNS if column not in long_df.columns]
+    if missing:
+        raise InputError(f"metrics table: missing columns {', '.join(missing)}")
+    return long_df.assign(**{"class": long_df["class"].fillna("").astype(str)})
+
+
+def summarise(long_df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample sd (ddof 1; NaN for one value) and n per method, source, metric and class.
+
+    NaN values (e.g. Dice of a class absent from a subject) are left out of mean, sd and n.
+    Rows sorted by method (METHOD_ORDER), source, metric, class.
+    """
+    long_df = _normalise(long_df)
+    summary = long_df.groupby(GROUP, sort=False)["value"].agg(mean="mean", sd="std", n="count").reset_index()
+    rank = {method: i for i, method in enumerate(_ordered_methods(summary["method"]))}
+    summary = summary.assign(_rank=summary["method"].map(rank))
+    return summary.sort_values(["_rank", "source", "metric", "class"]).drop(columns="_rank").reset_index(drop=True)
+
+
+def _format_cell(mean: float, sd: float, metric: str) -> str:
+    if not np.isfinite(mean):
+        return "∞" if mean == np.inf else "n/a"
+    decimals = DECIMALS.get(metric, 3)
+    spread = f"{sd:.{decimals}f}" if np.isfinite(sd) else "n/a"
+    return f"{mean:.{decimals}f} ± {spread}"
+
+
+def _column_order(key: tuple[str, str]) -> tuple[int, int, str]:
+    """Dice classes first (CSF, GM, WM, mean), then PSNR, SSIM, MAE, then any other metric."""
+    metric, name = key
+    metrics = list(METRIC_LABELS)
+    metric_rank = metrics.index(metric) if metric in metrics else len(metrics)
+    class_rank = CLASS_ORDER.index(name) if name in CLASS_ORDER else len(CLASS_ORDER)
+    return (metric_rank, class_rank, f"{metric} {name}")
+
+
+def markdown_table(long_df: pd.DataFrame) -> str:
+    """Markdown table: a row per method x source, a "mean ± sd" column per metric and class."""
+    long_df = _normalise(long_df)
+    summary = summarise(long_df)
+    subjects = long_df.groupby(["method", "source"])["subject"].nunique()
+    keys = sorted(set(zip(summary["metric"], summary["class"])), key=_column_order)
+    cells = {
+        key: _format_cell(mean, sd, key[2])
+        for key, mean, sd in zip(summary[GROUP].itertuples(index=False, name=None), summary["mean"], summary["sd"])
+    }
+    table = []
+    for method in _ordered_methods(summary["method"]):
+        for source in sorted(summary.loc[summary["method"] == method, "source"].unique()):
+            row = {"Method": method, "Source": source, "n": subjects[(method, source)]}
+            for metric, name in keys:
+                label = f"{METRIC_LABELS.get(metric, metric)} {name}".strip()
+                row[label] = cells.get((method, source, metric, name), "")
+            table.append(row)
+    return pd.DataFrame(table).to_markdown(index=False)
+
+
+def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Write metrics_long.csv, summary.csv and summary.md into out_dir (atomically).
+
+    Returns {"long": path, "summary": path, "markdown": path}.
+    """
+    out_dir = Path(out_dir)
+    long_df = _normalise(long_df)
+    paths = {name: out_dir / file for name, file in
+             (("long", "metrics_long.csv"), ("summary", "summary.csv"), ("markdown", "summary.md"))}
+    with atomic_path(paths["long"]) as tmp:
+        long_df.to_csv(tmp, index=False)
+    with atomic_path(paths["summary"]) as tmp:
+        summarise(long_df).to_csv(tmp, index=False)
+    caption = ("Mean ± sd over the n test subjects; Dice of the nnU-Net segmentation against the "
+               "ground-truth labels; PSNR, SSIM and MAE inside the brain mask against the real target.")
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(f"# Evaluation summary\n\n{caption}\n\n{markdown_table(long_df)}\n", encoding="utf-8")
+    return paths
+
+
+def _save(figure: Figure, out_path: str | Path, rect: tuple[float, ...] = (0, 0, 1, 1)) -> Path:
+    """Tight layout within `rect` (figure fraction), then an atomic PNG write."""
+    FigureCanvasAgg(figure)
+    figure.tight_layout(rect=rect)
+    with atomic_path(out_path) as tmp:
+        figure.savefig(tmp, dpi=FIGURE_DPI, format="png")
+    return Path(out_path)
+
+
+def plot_dice(long_df: pd.DataFrame, out_path: str | Path) -> Path:
+    """Box plots with the per-subject points: Dice per class (x) and method (colour), a panel per source."""
+    dice = _normalise(long_df)
+    dice = dice[(dice["metric"] == "dice") & dice["value"].notna()]
+    if dice.empty:
+        raise InputError("metrics table: no Dice values to plot")
+    sources = sorted(dice["source"].unique())
+    methods = _ordered_methods(dice["method"])
+    classes = [name for name in CLASS_ORDER if name in set(dice["class"])]
+    width = 0.8 / len(methods)
+    jitter = np.random.default_rng(0)  # fixed, so the figure is reproducible
+    figure = Figure(figsize=(4.5 * len(sources), 4.4))
+    axes = figure.subplots(1, len(sources), sharey=True, squeeze=False)[0]
+    for ax, source in zip(axes, sources):
+        for m, method in enumerate(methods):
+            colour = f"C{m}"
+            for c, name in enumerate(classes):
+                values = dice.loc[(dice["source"] == source) & (dice["method"] == method)
+                                  & (dice["class"] == name), "value"].to_numpy()
+                if values.size == 0:
+                    continue
+                x = c - 0.4 + width * (m + 0.5)
+                ax.boxplot(values, positions=[x], widths=width * 0.8, showfliers=False,
+                           medianprops={"color": colour}, boxprops={"color": colour},
+                           whiskerprops={"color": colour}, capprops={"color": colour})
+                ax.scatter(x + jitter.uniform(-0.2, 0.2, values.size) * width, values, s=10,
+                           color=colour, alpha=0.7, label=method if c == 0 else None)
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_xlim(-0.5, len(classes) - 0.5)
+        ax.set_ylim(0, 1.02)  # the full Dice range, so that figures compare at a glance
+        ax.set_title(f"Source contrast {source}")
+        ax.set_xlabel("Tissue class")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("Dice")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(methods), frameon=False)
+    figure.suptitle("Dice of the nnU-Net segmentation per method and tissue class")
+    return _save(figure, out_path, rect=(0, 0.07, 1, 1))  # room for the legend at the bottom
+
+
+@dataclass
+class GridRow:
+    """One source contrast of the translation grid: volumes by column name (see GRID_COLUMNS).
+
+    images: column -> image path (X, Y, Z); segmentations: column -> label map path on the
+    same grid, drawn coloured on top of that column's image in a second row.
+    """
+
+    source: str
+    images: dict[str, Path]
+    segmentations: dict[str, Path] = field(default_factory=dict)
+
+
+def _mid_axial_slices(rows: Sequence[GridRow]) -> dict[Path, np.ndarray]:
+    """Load every volume of the grid, check they share one grid, return path -> mid axial slice.
+
+    Slices are (Y, X), rotated so that anterior is up; the same index for all volumes.
+    """
+    paths = {Path(p) for row in rows for p in (*row.images.values(), *row.segmentations.values())}
+    if not paths:
+        raise InputError("translation grid: no volumes given")
+    volumes = [load_volume(path) for path in sorted(paths)]
+    check_same_grid(volumes)
+    index = volumes[0].data.shape[2] // 2
+    return {volume.path: np.rot90(volume.data[:, :, index]) for volume in volumes}
+
+
+def _show_image(ax, image: np.ndarray) -> None:
+    low, high = np.percentile(image, [0.5, 99.5])  # per image: the baselines are not normalised alike
+    ax.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+
+
+def _show_labels(ax, labels: np.ndarray) -> None:
+    labels = np.rint(labels)
+    ax.imshow(np.ma.masked_where(labels == 0, labels), cmap=ListedColormap(LABEL_COLOURS),
+              vmin=0.5, vmax=len(LABEL_COLOURS) + 0.5, alpha=0.45, interpolation="nearest")
+
+
+def plot_translation_grid(
+    rows: Sequence[GridRow],
+    out_path: str | Path,
+    columns: Sequence[str] = GRID_COLUMNS,
+    title: str = "Translations and nnU-Net segmentations (mid axial slice)",
+) -> Path:
+    """Image grid: per source contrast an image row and a segmentation-overlay row.
+
+    Columns in the given order; columns for which no row has an image are skipped, and a cell
+    a row lacks is left blank. All volumes must share one grid (InputError otherwise) and
+    show the same axial slice, the middle one.
+    """
+    slices = _mid_axial_slices(rows)
+    shown = [column for column in columns if any(column in row.images for row in rows)]
+    if not shown:
+        raise InputError(f"translation grid: no row has an image for any of the columns {', '.join(columns)}")
+    figure = Figure(figsize=(2.2 * len(shown), 2.3 * 2 * len(rows)))
+    axes = figure.subplots(2 * len(rows), len(shown), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, column in enumerate(shown):
+            image_ax, label_ax = axes[2 * r, c], axes[2 * r + 1, c]
+            image_ax.set_title(column if r == 0 else "")
+            if column not in row.images:
+                continue
+            image = slices[Path(row.images[column])]
+            _show_image(image_ax, image)
+            if column in row.segmentations:
+                _show_image(label_ax, image)
+                _show_labels(label_ax, slices[Path(row.segmentations[column])])
+        axes[2 * r, 0].set_ylabel(f"{row.source}\nimage")
+        axes[2 * r + 1, 0].set_ylabel(f"{row.source}\nsegmentation")
+    for ax in axes.flat:  # keep the axes (for the row labels), hide ticks and frames
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+    legend = [Patch(color=colour, alpha=0.6, label=name) for colour, name in zip(LABEL_COLOURS, TISSUE_CLASSES.values())]
+    figure.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False)
+    figure.suptitle(title)
+    return _save(figure, out_path, rect=(0, 0.04, 1, 1))  # room for the legend at the bottom
+
+
+def plot_sampler_curve(csv_path: str | Path, out_path: str | Path) -> Path:
+    """Sampling benchmark: steps (log x) against PSNR and SSIM (left) and seconds per slice (right).
+
+    csv_path: columns sampler, steps, psnr, ssim, seconds_per_slice (one row per setting), and
+    optionally device (then one line per sampler and device).
+    """
+    table = pd.read_csv(csv_path)
+    missing = [column for column in SAMPLER_COLUMNS if column not in table.columns]
+    if missing:
+        raise InputError(f"{csv_path}: missing columns {', '.join(missing)}")
+    keys = ["sampler", "device"] if "device" in table.columns else ["sampler"]
+    figure = Figure(figsize=(10, 4))
+    quality_ax, time_ax = figure.subplots(1, 2)
+    ssim_ax = quality_ax.twinx()
+    for i, (key, group) in enumerate(table.sort_values("steps").groupby(keys, sort=True)):
+        label = " on ".join(str(part) for part in key)
+        quality_ax.plot(group["steps"], group["psnr"], "o-", color=f"C{i}", label=label)
+        ssim_ax.plot(group["steps"], group["ssim"], "s--", color=f"C{i}")
+        time_ax.plot(group["steps"], group["seconds_per_slice"], "o-", color=f"C{i}", label=label)
+    for ax in (quality_ax, time_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("Sampling steps (network calls)")
+        ax.grid(alpha=0.3)
+    quality_ax.set_ylabel("PSNR (dB), circles and solid lines")
+    ssim_ax.set_ylabel("SSIM, squares and dashed lines")
+    quality_ax.set_title("Translation quality")
+    quality_ax.legend(fontsize="small", loc="lower right")
+    time_ax.set_yscale("log")
+    time_ax.set_ylabel("Seconds per slice")
+    time_ax.set_title("Sampling time")
+    time_ax.legend(fontsize="small")
+    return _save(figure, out_path)

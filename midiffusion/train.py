@@ -1,0 +1,376 @@
+"""Training the LMI-conditioned epsilon-prediction UNet on target-contrast slices (design.md 7).
+
+Outputs in out_dir: checkpoint.pt (model, EMA, optimizer, step, losses, config, RNG state; training
+resumes from it), model.pt (EMA weights + config: what sampling loads), loss.csv and loss.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from midiffusion.io import InputError, atomic_path
+from midiffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, lmi_condition, local_mutual_information, to_unit
+from midiffusion.schedule import DDPMSchedule
+from midiffusion.unet import UNet
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+# Keys that may change between a checkpoint and the run that resumes it (the rest define the run).
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device"}
+# Slices per batch when caching the self-LMI at start (bounds LMI memory, see lmi.py).
+_SELF_LMI_BATCH = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model, schedule, optimisation and LMI settings; defaults are the paper's (128 x 128)."""
+
+    image_size: int = 128
+    base_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)
+    attention_resolutions: tuple[int, ...] = (16,)
+    num_res_blocks: int = 2
+    dropout: float = 0.0
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    lr: float = 3e-4
+    batch_size: int = 4
+    steps: int = 10000
+    ema_decay: float = 0.9999
+    grad_clip: float = 1.0
+    cond_dropout: float = 0.1
+    lmi_patch: int = 3
+    lmi_window: int = 3
+    lmi_bins: int = DEFAULT_BINS
+    lmi_sigma: float = DEFAULT_SIGMA
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        positive = ("image_size", "base_channels", "num_res_blocks", "timesteps", "batch_size", "steps",
+                    "checkpoint_every", "lr", "grad_clip")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name}: expected > 0, got {getattr(self, name)}")
+        for name in ("dropout", "cond_dropout", "ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InputError(f"{name}: expected a value in [0, 1), got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a plain (YAML / JSON) dict: unknown keys and values of the wrong type raise InputError."""
+        known = {field.name: field.type for field in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise InputError(f"training config: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**{name: _convert(name, known[name], value) for name, value in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lmi_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of lmi.local_mutual_information; sampling must use the training ones."""
+        return {"patch": self.lmi_patch, "window": self.lmi_window, "bins": self.lmi_bins, "sigma": self.lmi_sigma}
+
+    def build_model(self) -> UNet:
+        """The UNet: x_t plus the two LMI condition channels in, eps out."""
+        return UNet(
+            in_channels=3,
+            out_channels=1,
+            base_channels=self.base_channels,
+            channel_mults=self.channel_mults,
+            attention_resolutions=self.attention_resolutions,
+            num_res_blocks=self.num_res_blocks,
+            dropout=self.dropout,
+            image_size=self.image_size,
+        )
+
+    def build_schedule(self) -> DDPMSchedule:
+        return DDPMSchedule(self.timesteps, self.beta_start, self.beta_end)
+
+
+def _convert(name: str, kind: str, value: Any) -> Any:
+    """Check / convert one config value to its field's type (annotations are strings here)."""
+    try:
+        if kind == "tuple[int, ...]":
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(_convert(name, "int", item) for item in value)
+        if kind == "int":
+            if isinstance(value, bool) or int(value) != value:
+                raise TypeError
+            return int(value)
+        if kind == "float":
+            # float() also takes "3e-4", which YAML 1.1 loaders return as a string.
+            return float(value)
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise InputError(f"training config: {name} = {value!r} is not of type {kind}") from None
+
+
+@dataclass
+class TrainResult:
+    """What a train() call produced; seconds_per_step is None when it had no step left to run."""
+
+    model_path: Path
+    checkpoint_path: Path
+    loss_csv: Path
+    loss_plot: Path
+    start_step: int
+    end_step: int
+    seconds_per_step: float | None
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to sample: the EMA UNet (eval mode), its schedule and training config."""
+
+    model: UNet
+    schedule: DDPMSchedule
+    config: TrainConfig
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """"auto": CUDA when present, else Apple MPS, else CPU; otherwise the named device, which must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device: {name!r} is not a torch device name") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise InputError(f"device: {name!r} is not available on this machine")
+    return device
+
+
+def load_slices(path: Path, image_size: int) -> torch.Tensor:
+    """The training slices: `images` (N, 1, S, S) in [-1, 1] from an .npz -> float32 tensor."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    with np.load(path) as archive:
+        if "images" not in archive:
+            raise InputError(f"{path}: no array 'images' (found {sorted(archive.files)})")
+        images = archive["images"]
+    expected = f"(N, 1, {image_size}, {image_size})"
+    if images.ndim != 4 or images.shape[1:] != (1, image_size, image_size) or len(images) == 0:
+        raise InputError(f"{path}: images have shape {images.shape}, expected {expected} (config image_size)")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise InputError(f"{path}: images have dtype {images.dtype}, expected float16 or float32")
+    images = images.astype(np.float32)
+    if not np.isfinite(images).all() or np.abs(images).max() > 1 + 1e-3:
+        raise InputError(f"{path}: images must be finite and in [-1, 1]")
+    return torch.from_numpy(images).clamp_(-1, 1)
+
+
+@torch.no_grad()
+def self_lmi_cache(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """LMI(x0, x0) of every training slice, fixed for the whole run: (N, 1, S, S) -> (N, 1, S, S)."""
+    unit = to_unit(images)
+    batches = unit.split(_SELF_LMI_BATCH)
+    return torch.cat([local_mutual_information(batch, batch, **config.lmi_kwargs()) for batch in batches])
+
+
+@dataclass
+class _Run:
+    """Everything a training step touches; checkpointed and restored as a whole."""
+
+    model: UNet
+    ema: UNet
+    optimizer: torch.optim.Optimizer
+    schedule: DDPMSchedule
+    generator: torch.Generator
+    losses: list[float]
+    step: int = 0
+
+
+def _new_run(config: TrainConfig, device: torch.device) -> _Run:
+    torch.manual_seed(config.seed)  # model initialisation and dropout
+    model = config.build_model().to(device)
+    return _Run(
+        model=model,
+        ema=copy.deepcopy(model).requires_grad_(False),
+        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+        schedule=config.build_schedule().to(device),
+        generator=torch.Generator(device).manual_seed(config.seed),  # batches, t, noise, dropout masks
+        losses=[],
+    )
+
+
+def _train_step(run: _Run, images: torch.Tensor, self_lmi: torch.Tensor, config: TrainConfig) -> float:
+    """One Adam step on a random batch; returns the epsilon-prediction MSE."""
+    device, gen = images.device, run.generator
+    index = torch.randint(len(images), (config.batch_size,), generator=gen, device=device)
+    x0 = images[index]
+    t = torch.randint(run.schedule.timesteps, (config.batch_size,), generator=gen, device=device)
+    noise = torch.randn(x0.shape, generator=gen, device=device)
+    x_t = run.schedule.add_noise(x0, noise, t)
+    # The anchor is x0 and it is paired with x_t itself, the image the network sees (the paper's
+    # code pairs x0 with x_{t+1}); at sampling time the anchor is the source and x_t the sample.
+    cond = lmi_condition(to_unit(x0), to_unit(x_t), self_lmi=self_lmi[index], **config.lmi_kwargs())
+    # Condition dropout: zeros = "no condition", so one model serves unguided and guided sampling.
+    dropped = torch.rand(config.batch_size, generator=gen, device=device) < config.cond_dropout
+    cond = torch.where(dropped.view(-1, 1, 1, 1), torch.zeros_like(cond), cond)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        eps = run.model(x_t, t, cond)
+    loss = F.mse_loss(eps.float(), noise)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    _update_ema(run, config.ema_decay)
+    return loss.item()
+
+
+@torch.no_grad()
+def _update_ema(run: _Run, decay: float) -> None:
+    # Warm-up (as tf.train.ExponentialMovingAverage with num_updates): with 0.9999 from step 0 the
+    # EMA would still be mostly the random initialisation after the few thousand CPU-scale steps.
+    decay = min(decay, (1 + run.step) / (10 + run.step))
+    for averaged, current in zip(run.ema.parameters(), run.model.parameters()):
+        averaged.lerp_(current, 1 - decay)
+
+
+def _save_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
+    state = {
+        "model": run.model.state_dict(),
+        "ema": run.ema.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "step": run.step,
+        "losses": torch.tensor(run.losses, dtype=torch.float64),
+        "config": config.to_dict(),
+        "rng": {"generator": run.generator.get_state(), "torch": torch.get_rng_state()},
+    }
+    if torch.cuda.is_available():
+        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _restore_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
+    state = torch.load(path, map_location=run.schedule.betas.device, weights_only=True)
+    saved, current = state["config"], config.to_dict()
+    changed = sorted(key for key in current.keys() - _RESUMABLE_CHANGES if saved.get(key) != current[key])
+    if changed:
+        raise InputError(
+            f"{path}: checkpoint was trained with different {changed}; use a new output directory or remove it"
+        )
+    run.model.load_state_dict(state["model"])
+    run.ema.load_state_dict(state["ema"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.step = state["step"]
+    run.losses = state["losses"].tolist()
+    run.generator.set_state(state["rng"]["generator"].cpu())
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+
+
+def _write_losses(losses: list[float], csv_path: Path, plot_path: Path) -> None:
+    """loss.csv (step, loss; steps from 1) and loss.png (per-step loss and its running mean)."""
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "loss"])
+        writer.writerows((step, f"{loss:.6g}") for step, loss in enumerate(losses, start=1))
+    # Figure + Agg canvas directly: no pyplot global state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    steps = np.arange(1, len(losses) + 1)
+    window = max(1, len(losses) // 50)
+    axes.plot(steps, losses, color="0.75", linewidth=0.5, label="per step")
+    if len(losses) >= window:
+        running = np.convolve(losses, np.ones(window) / window, mode="valid")
+        axes.plot(steps[window - 1 :], running, color="C0", label=f"mean of {window}")
+    axes.set(xlabel="step", ylabel="epsilon MSE", yscale="log", title="diffusion training loss")
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(plot_path) as tmp:
+        figure.savefig(tmp, dpi=100)
+
+
+def _save_model(run: _Run, config: TrainConfig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": run.ema.state_dict(), "config": config.to_dict()}, tmp)
+
+
+def train(slices_path: Path, out_dir: Path, config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Train (or resume from out_dir/checkpoint.pt) up to config.steps optimizer steps.
+
+    slices_path: .npz with `images` (N, 1, S, S), S = config.image_size, in [-1, 1] (background -1).
+    A checkpoint is written every config.checkpoint_every steps and at the end; a resumed run
+    continues from the checkpoint's step with its optimizer, EMA, losses and RNG state, so a run
+    killed mid-way loses at most checkpoint_every steps. If the checkpoint already has
+    config.steps or more, nothing is trained and the outputs are written from it.
+    """
+    out_dir = Path(out_dir)
+    device = select_device(config.device)
+    images = load_slices(slices_path, config.image_size).to(device)
+    run = _new_run(config, device)
+    checkpoint = out_dir / CHECKPOINT
+    if checkpoint.exists():
+        _restore_checkpoint(run, config, checkpoint)
+    start = run.step
+    self_lmi = self_lmi_cache(images, config)
+    result = TrainResult(
+        model_path=out_dir / MODEL, checkpoint_path=checkpoint, loss_csv=out_dir / "loss.csv",
+        loss_plot=out_dir / "loss.png", start_step=start, end_step=start, seconds_per_step=None,
+    )
+    began = time.perf_counter()
+    run.model.train()
+    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", disable=not progress)
+    while run.step < config.steps:
+        loss = _train_step(run, images, self_lmi, config)
+        run.losses.append(loss)
+        run.step += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            _save_checkpoint(run, config, checkpoint)
+            _write_losses(run.losses, result.loss_csv, result.loss_plot)
+    bar.close()
+    if run.step > start:
+        result.end_step = run.step
+        result.seconds_per_step = (time.perf_counter() - began) / (run.step - start)
+    else:
+        _write_losses(run.losses, result.loss_csv, result.loss_plot)
+    _save_model(run, config, result.model_path)
+    return result
+
+
+def load_model(path: Path, device: str | torch.device = "auto") -> LoadedModel:
+    """Load model.pt (EMA weights + config) onto `device` ("auto" picks one), in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    device = select_device(device) if isinstance(device, str) else device
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        config = TrainConfig.from_dict(state["config"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise InputError(f"{path}: not a midiffusion model file ({error})") from None
+    model = config.build_model().to(device)
+    model.load_state_dict(state["model"])
+    return LoadedModel(model=model.eval(), schedule=config.build_schedule().to(device), config=config)

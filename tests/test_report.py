@@ -1,0 +1,159 @@
+"""Summary statistics, tables and figures on hand-made frames and tiny synthetic NIfTIs."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from midiffusion.io import InputError, save_volume
+from midiffusion.report import (
+    GridRow,
+    markdown_table,
+    plot_dice,
+    plot_sampler_curve,
+    plot_translation_grid,
+    summarise,
+    write_tables,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _long_frame() -> pd.DataFrame:
+    """Two subjects, two sources, three methods (one outside METHOD_ORDER); Dice and PSNR."""
+    records = []
+    for subject, offset in (("s1", 0.0), ("s2", 0.2)):
+        for source in ("T2w", "PDw"):
+            for method, base in (("none", 0.2), ("zzz", 0.4), ("midiffusion", 0.6), ("oracle", 0.7)):
+                for name in ("CSF", "GM", "WM", "mean"):
+                    records.append((subject, source, method, "dice", name, base + offset))
+                records.append((subject, source, method, "psnr", "", 20 + 10 * base + offset))
+    return pd.DataFrame.from_records(records, columns=["subject", "source", "method", "metric", "class", "value"])
+
+
+def test_summarise_mean_sd_n_by_hand():
+    frame = pd.DataFrame({
+        "subject": ["a", "b", "c", "a", "b"],
+        "source": ["T2w"] * 5,
+        "method": ["none", "none", "none", "oracle", "oracle"],
+        "metric": ["dice"] * 3 + ["psnr"] * 2,
+        "class": ["GM"] * 3 + [np.nan, np.nan],  # a CSV round trip turns "" into NaN
+        "value": [1.0, 2.0, 6.0, 30.0, np.nan],
+    })
+    summary = summarise(frame)
+    assert summary["method"].tolist() == ["oracle", "none"]
+    none = summary[summary["method"] == "none"].iloc[0]
+    assert none["mean"] == pytest.approx(3.0)
+    assert none["sd"] == pytest.approx(math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))
+    assert none["n"] == 3
+    oracle = summary[summary["method"] == "oracle"].iloc[0]
+    assert (oracle["class"], oracle["mean"], oracle["n"]) == ("", 30.0, 1)
+    assert math.isnan(oracle["sd"])
+
+
+def test_summarise_rejects_missing_columns():
+    with pytest.raises(InputError, match="value"):
+        summarise(pd.DataFrame({"subject": [], "source": [], "method": [], "metric": [], "class": []}))
+
+
+def test_write_tables_files_parse_with_right_rows(tmp_path):
+    frame = _long_frame()
+    paths = write_tables(frame, tmp_path / "tables")
+    assert set(paths) == {"long", "summary", "markdown"}
+    long_back = pd.read_csv(paths["long"])
+    assert len(long_back) == len(frame)
+    summary = pd.read_csv(paths["summary"])
+    assert len(summary) == 4 * 2 * 5  # methods x sources x (4 Dice classes + PSNR)
+    assert summary["method"].unique().tolist() == ["oracle", "midiffusion", "none", "zzz"]
+    gm = summary[(summary["method"] == "midiffusion") & (summary["source"] == "PDw") & (summary["class"] == "GM")]
+    assert gm["mean"].item() == pytest.approx(0.7)
+    assert gm["sd"].item() == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    # the CSV read back (class "" -> NaN) summarises like the original frame
+    pd.testing.assert_frame_equal(summarise(long_back), summarise(frame), check_dtype=False)
+
+    lines = [line for line in paths["markdown"].read_text(encoding="utf-8").splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["Method", "Source", "n", "Dice CSF", "Dice GM", "Dice WM", "Dice mean", "PSNR (dB)"]
+    body = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert [row[:2] for row in body] == [
+        [method, source] for method in ("oracle", "midiffusion", "none", "zzz") for source in ("PDw", "T2w")
+    ]
+    oracle_pdw = body[0]
+    assert oracle_pdw[2] == "2"
+    assert oracle_pdw[3] == f"0.800 ± {np.std([0.7, 0.9], ddof=1):.3f}"
+    assert oracle_pdw[7] == f"27.10 ± {np.std([27.0, 27.2], ddof=1):.2f}"
+
+
+def test_markdown_shows_infinite_psnr_and_single_values():
+    frame = pd.DataFrame({
+        "subject": ["a"], "source": ["T1w"], "method": ["oracle"], "metric": ["psnr"], "class": [""],
+        "value": [math.inf],
+    })
+    assert "∞" in markdown_table(frame)
+    single = frame.assign(value=[25.0])
+    assert "25.00 ± n/a" in markdown_table(single)
+
+
+def _assert_png(path):
+    assert path.exists() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_dice_writes_png(tmp_path):
+    out = plot_dice(_long_frame(), tmp_path / "fig" / "dice.png")
+    _assert_png(out)
+    assert list((tmp_path / "fig").iterdir()) == [out]  # no temporary files left behind
+
+
+def test_plot_dice_needs_dice_values(tmp_path):
+    frame = _long_frame()
+    with pytest.raises(InputError, match="Dice"):
+        plot_dice(frame[frame["metric"] != "dice"], tmp_path / "dice.png")
+
+
+def _tiny_volumes(tmp_path, names, shape=(16, 16, 5)):
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name in names:
+        paths[name] = save_volume(tmp_path / f"{name}.nii.gz", rng.uniform(-1, 1, shape), np.eye(4))
+    for name in names:
+        paths[f"{name}_seg"] = save_volume(
+            tmp_path / f"{name}_seg.nii.gz", rng.integers(0, 4, shape), np.eye(4), dtype=np.uint8
+        )
+    return paths
+
+
+def test_plot_translation_grid_writes_png(tmp_path):
+    names = ["source", "none", "midiffusion", "target"]  # histmatch and unguided missing: skipped
+    paths = _tiny_volumes(tmp_path, names)
+    rows = [
+        GridRow(source=source, images={name: paths[name] for name in names},
+                segmentations={name: paths[f"{name}_seg"] for name in names[1:]})
+        for source in ("T2w", "PDw")
+    ]
+    rows[1].images.pop("none")  # a cell one row lacks stays blank
+    _assert_png(plot_translation_grid(rows, tmp_path / "grid.png"))
+
+
+def test_plot_translation_grid_rejects_other_grid(tmp_path):
+    paths = _tiny_volumes(tmp_path, ["source"])
+    other = save_volume(tmp_path / "other.nii.gz", np.zeros((16, 16, 6)), np.eye(4))
+    with pytest.raises(InputError, match="other.nii.gz"):
+        plot_translation_grid([GridRow("T2w", {"source": paths["source"], "target": other})], tmp_path / "g.png")
+
+
+def test_plot_sampler_curve_writes_png(tmp_path):
+    csv = tmp_path / "sampling.csv"
+    pd.DataFrame({
+        "sampler": ["ddpm", "ddim", "ddim", "ddim"],
+        "steps": [1000, 10, 50, 100],
+        "psnr": [24.0, 21.0, 23.0, 23.5],
+        "ssim": [0.85, 0.75, 0.82, 0.84],
+        "seconds_per_slice": [30.0, 0.3, 1.5, 3.0],
+        "device": ["cpu"] * 4,
+    }).to_csv(csv, index=False)
+    _assert_png(plot_sampler_curve(csv, tmp_path / "sampler.png"))
+    pd.DataFrame({"sampler": ["ddim"], "steps": [10]}).to_csv(csv, index=False)
+    with pytest.raises(InputError, match="psnr"):
+        plot_sampler_curve(csv, tmp_path / "bad.png")

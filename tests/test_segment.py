@@ -1,0 +1,128 @@
+"""nnU-Net wrapper: dataset export, trainer lookup, and a real tiny plan/train/predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from midiffusion.io import InputError, save_volume
+from midiffusion.segment import Case, NnunetDirs, export_training_set, plan_and_preprocess, predict, train
+
+SHAPE = (24, 24, 16)
+# a non-trivial grid (anisotropic voxels, shifted origin) so that affine round trips are tested
+AFFINE = np.diag([1.0, 1.0, 1.5, 1.0])
+AFFINE[:3, 3] = (-12.0, -14.0, 5.0)
+CI_TRAINER = "nnUNetTrainer_midiffusion_ci"
+
+
+def _blob_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Nested ellipsoids WM in GM in CSF at a random centre; image: tissue means + noise in [-1, 1]."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), axis=-1).astype(float)
+    centre = np.array(SHAPE) / 2 + rng.uniform(-2, 2, size=3)
+    radius = np.sqrt((((grid - centre) / (np.array(SHAPE) * 0.4)) ** 2).sum(-1))
+    label = np.select([radius < 0.45, radius < 0.75, radius < 1.0], [3, 2, 1], 0).astype(np.uint8)
+    means = np.array([-1.0, 0.8, 0.0, 0.5])  # background, CSF, GM, WM (T1w-like ordering is irrelevant)
+    image = np.clip(means[label] + rng.normal(0, 0.05, SHAPE) * (label > 0), -1, 1)
+    return image.astype(np.float32), label
+
+
+def _write_cases(folder: Path, n: int, seed: int = 0) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        image, label = _blob_case(rng)
+        case = Case(f"sub-{i:02d}", folder / f"sub-{i:02d}_T1w.nii.gz", folder / f"sub-{i:02d}_dseg.nii.gz")
+        save_volume(case.image, image, AFFINE)
+        save_volume(case.label, label, AFFINE, dtype=np.uint8)
+        cases.append(case)
+    return cases
+
+
+def test_env_points_nnunet_at_the_root_and_the_project_trainers(tmp_path):
+    env = NnunetDirs(tmp_path / "nnunet").env(num_processes=1)
+    assert Path(env["nnUNet_raw"]) == (tmp_path / "nnunet" / "nnUNet_raw").resolve()
+    assert Path(env["nnUNet_results"]).parent == Path(env["nnUNet_preprocessed"]).parent
+    assert (Path(env["nnUNet_extTrainer"]) / "nnUNetTrainer_midiffusion.py").exists()
+    assert env["nnUNet_n_proc_DA"] == "1" and env["nnUNet_def_n_proc"] == "1"
+
+
+def test_nnunet_lookup_finds_the_project_trainers(monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    # the lookup reads nnUNet_extTrainer from os.environ; monkeypatch restores it afterwards
+    monkeypatch.setenv("nnUNet_extTrainer", NnunetDirs(Path(".")).env()["nnUNet_extTrainer"])
+    ci = recursive_find_trainer_class_by_name(CI_TRAINER)
+    quick = recursive_find_trainer_class_by_name("nnUNetTrainer_midiffusion_quick")
+    assert issubclass(ci, nnUNetTrainer) and issubclass(quick, nnUNetTrainer)
+    assert (ci.epochs, ci.iterations) == (2, 4)
+    assert quick.epochs * quick.iterations < 1000 * 250
+    assert recursive_find_trainer_class_by_name("nnUNetTrainer") is nnUNetTrainer
+
+
+def test_export_writes_a_dataset_that_passes_nnunet_integrity_check(tmp_path):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    cases = _write_cases(tmp_path / "in", 3)
+    folder = export_training_set(cases, NnunetDirs(tmp_path / "nnunet"), 7, "T1w", channel_name="T1w")
+    assert folder == tmp_path / "nnunet" / "nnUNet_raw" / "Dataset007_T1w"
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "CSF": 1, "GM": 2, "WM": 3}
+    assert meta["numTraining"] == 3 and meta["channel_names"] == {"0": "T1w"}
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir())[0] == "sub-00_0000.nii.gz"
+    label = nib.load(folder / "labelsTr" / "sub-01.nii.gz")
+    assert label.get_data_dtype() == np.uint8 and np.allclose(label.affine, AFFINE)
+    verify_dataset_integrity(str(folder), num_processes=1)  # raises on any problem
+
+    # a rerun with fewer cases replaces the dataset instead of mixing old and new files
+    export_training_set(cases[:2], NnunetDirs(tmp_path / "nnunet"), 7, "T1w")
+    assert len(list((folder / "labelsTr").iterdir())) == 2
+
+
+def test_export_rejects_a_bad_label_value_naming_the_file(tmp_path):
+    cases = _write_cases(tmp_path, 2)
+    save_volume(cases[1].label, np.full(SHAPE, 5, np.uint8), AFFINE, dtype=np.uint8)
+    with pytest.raises(InputError, match=r"sub-01_dseg\.nii\.gz: label values .*found 5$"):
+        export_training_set(cases, NnunetDirs(tmp_path / "nnunet"), 1, "T1w")
+    assert not (tmp_path / "nnunet" / "nnUNet_raw" / "Dataset001_T1w").exists()
+
+
+def test_export_rejects_duplicate_case_ids(tmp_path):
+    cases = _write_cases(tmp_path, 1) * 2
+    with pytest.raises(InputError, match="duplicate case ids"):
+        export_training_set(cases, NnunetDirs(tmp_path / "nnunet"), 1, "T1w")
+
+
+def test_predict_without_a_trained_model_names_the_checkpoint(tmp_path):
+    dirs = NnunetDirs(tmp_path / "nnunet")
+    export_training_set(_write_cases(tmp_path, 1), dirs, 3, "T1w")
+    with pytest.raises(InputError, match=r"fold_all/checkpoint_final\.pth"):
+        predict(dirs, 3, {"a": tmp_path / "sub-00_T1w.nii.gz"}, tmp_path / "out", trainer=CI_TRAINER)
+
+
+@pytest.mark.slow
+def test_plan_train_predict_with_the_ci_trainer(tmp_path):
+    dirs = NnunetDirs(tmp_path / "nnunet")
+    cases = _write_cases(tmp_path / "train", 6)
+    export_training_set(cases, dirs, 1, "T1w")
+    preprocessed = plan_and_preprocess(dirs, 1, "2d", num_processes=1)
+    assert (preprocessed / "nnUNetPlans.json").exists()
+
+    checkpoint = train(dirs, 1, "2d", trainer=CI_TRAINER, device="cpu", num_processes=0)
+    assert torch.load(checkpoint, map_location="cpu", weights_only=False)["current_epoch"] == 2
+
+    # test volumes written by other code, with their own naming
+    tests = _write_cases(tmp_path / "test", 2, seed=1)
+    inputs = {"subj-a": tests[0].image, "subj-b": tests[1].image}
+    outputs = predict(dirs, 1, inputs, tmp_path / "seg", trainer=CI_TRAINER, device="cpu", num_processes=1)
+    assert outputs == {case: tmp_path / "seg" / f"{case}.nii.gz" for case in inputs}
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["subj-a.nii.gz", "subj-b.nii.gz"]
+    for path in outputs.values():
+        seg = nib.load(path)
+        assert seg.shape == SHAPE and np.allclose(seg.affine, AFFINE, atol=1e-4)
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}

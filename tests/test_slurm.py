@@ -1,0 +1,205 @@
+"""The workflow runs on a real SLURM cluster through profiles/slurm.
+
+Needs a running cluster with accounting (`bash .ci/slurm.sh start`). Without one the tests
+skip, except under CI (env CI=true), where a missing cluster is a failure.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+CONFIGFILE = REPO / "config" / "ci.yaml"
+SLURM_PROFILE = REPO / "profiles" / "slurm"
+LOCAL_PROFILE = REPO / "profiles" / "local"
+GPU_PROFILE = REPO / "profiles" / "slurm-gpu"
+# Small target set: every job of it becomes one SLURM job (~15-25 s each on 2 cores).
+TARGETS = ["results/tables/registration.csv"]
+RUN_TIMEOUT_S = 900
+
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
+RUN_ID = re.compile(r"SLURM run ID: (\S+)")
+STEPS_DONE = re.compile(r"(\d+) of (\d+) steps \(100%\) done")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def _cluster_problem() -> str | None:
+    """Why no SLURM cluster can take jobs here, or None when one can."""
+    for tool in ("sinfo", "sbatch", "sacct"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` not found: SLURM is not installed (bash .ci/slurm.sh start)"
+    try:
+        states = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 20 s: slurmctld is not running"
+    if states.returncode != 0:
+        return f"sinfo failed, the cluster does not answer: {states.stderr.strip()}"
+    if not any(s.startswith(("idle", "mix", "alloc")) for s in states.stdout.split()):
+        return f"no SLURM node can run jobs (node states: {states.stdout.split()})"
+    accounting = subprocess.run(["sacct", "-n", "-X"], capture_output=True, text=True)
+    if accounting.returncode != 0:
+        return f"sacct fails, SLURM has no accounting: {accounting.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    problem = _cluster_problem()
+    if problem is None:
+        return
+    if _in_ci():
+        pytest.fail(f"CI needs the SLURM cluster of .ci/slurm.sh: {problem}")
+    pytest.skip(problem)
+
+
+@dataclass
+class Run:
+    """One finished `snakemake` run of TARGETS in its own directory."""
+
+    directory: Path
+    log: str
+
+
+def _job_env() -> dict[str, str]:
+    # SLURM jobs inherit this environment (sbatch --export=ALL) and run `snakemake` and
+    # `midiffusion` from PATH: put this interpreter's venv first.
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+def _run_workflow(directory: Path, profile: Path) -> Run:
+    directory.mkdir(parents=True)
+    command = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(SNAKEFILE),
+        "--directory", str(directory),
+        "--configfile", str(CONFIGFILE),
+        "--profile", str(profile),
+        *TARGETS,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=_job_env(),
+        timeout=RUN_TIMEOUT_S,
+        cwd=directory,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{log[-6000:]}"
+    return Run(directory, log)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory) -> Run:
+    return _run_workflow(tmp_path_factory.mktemp("slurm") / "run", SLURM_PROFILE)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Run:
+    return _run_workflow(tmp_path_factory.mktemp("local") / "run", LOCAL_PROFILE)
+
+
+def _profile_resources() -> dict[str, str]:
+    """The SLURM profile's default resources, string values unquoted."""
+    config = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())
+    return {k: str(v).strip("'\"") for k, v in config["default-resources"].items()}
+
+
+def _sacct(job_ids: list[str]) -> pd.DataFrame:
+    fields = "JobID,JobName,Comment,Partition,Account,State,ExitCode,Elapsed"
+    out = subprocess.run(
+        ["sacct", "-X", "-P", "-o", fields, "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    print(out)  # the accounting lines, for the record (pytest -s)
+    rows = [line.split("|") for line in out.strip().splitlines()]
+    return pd.DataFrame(rows[1:], columns=rows[0])
+
+
+def test_every_job_runs_on_slurm_and_is_accounted(slurm_run):
+    job_ids = SUBMITTED.findall(slurm_run.log)
+    steps = STEPS_DONE.search(slurm_run.log)
+    assert steps, f"the run did not finish all steps:\n{slurm_run.log[-3000:]}"
+    assert len(job_ids) == int(steps.group(2)), (
+        f"{len(job_ids)} SLURM submissions for {steps.group(2)} jobs: some ran locally"
+    )
+    run_id = RUN_ID.search(slurm_run.log).group(1)
+    jobs = _sacct(job_ids)
+    record = jobs.to_string()
+    assert sorted(jobs.JobID) == sorted(job_ids), record
+    assert (jobs.State == "COMPLETED").all() and (jobs.ExitCode == "0:0").all(), record
+    # The profile's job-name prefix, partition and account reached sbatch.
+    profile = _profile_resources()
+    assert (jobs.JobName == run_id).all() and run_id.startswith("midiffusion_"), record
+    assert (jobs.Partition == profile["slurm_partition"]).all(), record
+    assert (jobs.Account == profile["slurm_account"]).all(), record
+    assert jobs.Comment.str.startswith("rule_").all(), record
+
+
+def _result_files(run: Run) -> set[Path]:
+    results = run.directory / "results"
+    return {p.relative_to(results) for p in results.rglob("*") if p.is_file()}
+
+
+def _assert_same_file(slurm_file: Path, local_file: Path) -> None:
+    name = slurm_file.name
+    if name.endswith((".nii", ".nii.gz")):
+        a, b = nib.load(slurm_file), nib.load(local_file)
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a.affine, b.affine, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            a.get_fdata(), b.get_fdata(), rtol=1e-5, atol=1e-5, err_msg=name
+        )
+    elif name.endswith((".csv", ".tsv")):
+        sep = "\t" if name.endswith(".tsv") else ","
+        a, b = pd.read_csv(slurm_file, sep=sep), pd.read_csv(local_file, sep=sep)
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-8)
+    elif name.endswith((".json", ".yaml", ".txt", ".md")):
+        assert slurm_file.read_text() == local_file.read_text(), name
+    else:
+        assert slurm_file.stat().st_size > 0, name
+
+
+def test_slurm_outputs_match_a_local_run(slurm_run, local_run):
+    files = _result_files(slurm_run)
+    assert files == _result_files(local_run)
+    for target in TARGETS:
+        assert Path(target).relative_to("results") in files, target
+    for relative in sorted(files):
+        _assert_same_file(
+            slurm_run.directory / "results" / relative,
+            local_run.directory / "results" / relative,
+        )
+
+
+def test_gpu_layer_names_rules_of_the_workflow(tmp_path):
+    # A renamed rule would silently lose its GPU: the layer must name existing rules.
+    rules = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
+         "--configfile", str(CONFIGFILE), "--list-rules"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout.split()  # fmt: skip
+    layer = yaml.safe_load((GPU_PROFILE / "config.yaml").read_text())
+    gpu_rules = {r for r, res in layer["set-resources"].items() if res.get("gpu")}
+    assert gpu_rules and gpu_rules <= set(rules), gpu_rules - set(rules)
