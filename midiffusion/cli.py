@@ -1,2 +1,303 @@
-def main(argv=None):
-    raise SystemExit('not yet')
+"""`midiffusion <subcommand>`: the commands the workflow's rules call. Each is a thin wrapper over a
+package function; heavy imports happen inside the subcommand so that `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .io import InputError
+
+
+def _pairs(values: list[str], what: str) -> dict[str, Path]:
+    """["KEY=PATH", ...] -> {KEY: Path}."""
+    pairs = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep or not key or not path:
+            raise InputError(f"--{what}: expected KEY=PATH, got {value!r}")
+        pairs[key] = Path(path)
+    return pairs
+
+
+def _options(text: str) -> dict:
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"--options: not valid JSON ({error})") from None
+    if not isinstance(options, dict):
+        raise InputError("--options: expected a JSON object")
+    return options
+
+
+def cmd_phantom(args: argparse.Namespace) -> None:
+    from .phantom import build_subject
+
+    build_subject(
+        args.root, args.subject, voxel_mm=args.voxel_mm, target=args.target, sources=args.sources,
+        seed=args.seed, with_head=not args.no_head, qc_dir=args.qc_dir,
+    )
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from .preprocess import SubjectImages, preprocess_subject
+
+    inputs = SubjectImages(args.subject, args.target, _pairs(args.image, "image"), args.labels, args.misalignment)
+    errors = preprocess_subject(
+        inputs, args.out_dir, registration=args.registration, brain_extraction=args.brain_extraction,
+        use_n4=not args.no_n4, percentiles=tuple(args.percentiles),
+    )
+    for key, value in errors.items():
+        print(f"{args.subject} {key}: {value:.3f}")
+
+
+def cmd_registration_table(args: argparse.Namespace) -> None:
+    from .report import registration_table
+
+    print(registration_table(args.inputs, args.out).to_string(index=False))
+
+
+def cmd_slices(args: argparse.Namespace) -> None:
+    from .slices import build_training_slices
+
+    n = build_training_slices(args.images, args.masks, args.size, args.out)
+    print(f"{n} slices of {args.size} x {args.size} -> {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    config = TrainConfig.from_dict({"image_size": args.image_size, **_options(args.options)})
+    result = train(args.slices, args.out_dir, config)
+    print(result)
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from .translate import DIFFUSION_METHODS, SamplingConfig, translate_volume
+
+    config = SamplingConfig.from_dict(_options(args.options))
+    translate_volume(
+        args.model, args.source, args.mask, args.out, guided=DIFFUSION_METHODS[args.method], config=config,
+        std_path=args.std, device=args.device,
+    )
+
+
+def cmd_benchmark_sampling(args: argparse.Namespace) -> None:
+    from .benchmark import benchmark_sampling
+
+    benchmark_sampling(args.model, args.source, args.target, args.mask, args.out,
+                       ddim_steps=args.ddim_steps, n_slices=args.n_slices, device=args.device)
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    from .baselines import run_baseline
+
+    run_baseline(args.method, args.source, args.target, args.mask, args.reference, args.reference_mask, args.out)
+
+
+def _nnunet_dirs(args: argparse.Namespace):
+    from .segment import NnunetDirs
+
+    return NnunetDirs(args.root)
+
+
+def cmd_nnunet_export(args: argparse.Namespace) -> None:
+    from .segment import Case, export_training_set
+
+    images, labels = _pairs(args.image, "image"), _pairs(args.label, "label")
+    missing = sorted(set(images) ^ set(labels))
+    if missing:
+        raise InputError(f"nnunet-export: cases {missing} lack an image or a label")
+    cases = [Case(case_id, images[case_id], labels[case_id]) for case_id in sorted(images)]
+    print(export_training_set(cases, _nnunet_dirs(args), args.dataset_id, args.name))
+
+
+def cmd_nnunet_plan(args: argparse.Namespace) -> None:
+    from .segment import plan_and_preprocess
+
+    print(plan_and_preprocess(_nnunet_dirs(args), args.dataset_id, args.configuration, args.num_processes))
+
+
+def cmd_nnunet_train(args: argparse.Namespace) -> None:
+    from .segment import train
+
+    print(train(_nnunet_dirs(args), args.dataset_id, args.configuration, args.trainer,
+                device=args.device, num_processes=args.num_processes))
+
+
+def cmd_nnunet_predict(args: argparse.Namespace) -> None:
+    from .segment import predict
+
+    outputs = predict(_nnunet_dirs(args), args.dataset_id, _pairs(args.input, "input"), args.out_dir,
+                      args.configuration, args.trainer, device=args.device, num_processes=args.num_processes)
+    print(f"{len(outputs)} segmentations -> {args.out_dir}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .report import evaluate_cases
+
+    evaluate_cases(args.method, [tuple(case) for case in args.case], args.out)
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    from .report import write_tables_from_csv
+
+    for path in write_tables_from_csv(args.metrics, args.out_dir).values():
+        print(path)
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    from .report import make_figure
+
+    make_figure(args.kind, args.inputs, args.out, subject=args.subject)
+
+
+def _add_nnunet_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, required=True, help="folder holding nnUNet_raw/_preprocessed/_results")
+    parser.add_argument("--dataset-id", type=int, required=True)
+    parser.add_argument("--configuration", default="2d")
+    parser.add_argument("--trainer", default="nnUNetTrainer")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-processes", type=int, default=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="midiffusion", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="build one phantom subject (T1w/T2w/PDw, labels, misalignment, QC figure)")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--subject", required=True)
+    p.add_argument("--voxel-mm", type=int, default=2)
+    p.add_argument("--target", default="T1w")
+    p.add_argument("--sources", nargs="+", default=["PDw", "T2w"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-head", action="store_true")
+    p.add_argument("--qc-dir", type=Path)
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("preprocess", help="N4, brain extraction, registration to the target, normalisation")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--image", action="append", required=True, metavar="CONTRAST=PATH")
+    p.add_argument("--labels", type=Path)
+    p.add_argument("--misalignment", type=Path, help="phantom: JSON with the true misalignment")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--registration", default="Rigid", choices=["Rigid", "Affine"])
+    p.add_argument("--brain-extraction", default="template", choices=["template", "labels"])
+    p.add_argument("--no-n4", action="store_true")
+    p.add_argument("--percentiles", type=float, nargs=2, default=[0.5, 99.5])
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("registration-table", help="collect per-subject registration errors into a CSV")
+    p.add_argument("--inputs", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_registration_table)
+
+    p = sub.add_parser("slices", help="stack the training subjects' target slices for the diffusion model")
+    p.add_argument("--images", type=Path, nargs="+", required=True)
+    p.add_argument("--masks", type=Path, nargs="+", required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_slices)
+
+    p = sub.add_parser("train", help="train the diffusion model on target-contrast slices (resumes)")
+    p.add_argument("--slices", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--options", default="{}", help="JSON object of training settings (config section diffusion)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("translate", help="translate a source volume into the target contrast")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--source", type=Path, required=True)
+    p.add_argument("--mask", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--std", type=Path, help="also write the voxelwise sd over samples")
+    p.add_argument("--method", default="midiffusion", choices=["midiffusion", "unguided"])
+    p.add_argument("--options", default="{}", help="JSON object of sampling settings (config section sampling)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("benchmark-sampling", help="DDPM (all steps) against DDIM step counts on test slices")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--source", type=Path, required=True)
+    p.add_argument("--target", type=Path, required=True)
+    p.add_argument("--mask", type=Path, required=True)
+    p.add_argument("--ddim-steps", type=int, nargs="+", default=[25, 50, 100])
+    p.add_argument("--n-slices", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_benchmark_sampling)
+
+    p = sub.add_parser("baseline", help="a method without diffusion: oracle, none, histmatch")
+    p.add_argument("--method", required=True)
+    p.add_argument("--source", type=Path, required=True)
+    p.add_argument("--target", type=Path, required=True)
+    p.add_argument("--mask", type=Path, required=True)
+    p.add_argument("--reference", type=Path, nargs="+", default=[])
+    p.add_argument("--reference-mask", type=Path, nargs="+", default=[])
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("nnunet-export", help="write the training set in nnU-Net's raw format")
+    _add_nnunet_common(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--image", action="append", required=True, metavar="CASE=PATH")
+    p.add_argument("--label", action="append", required=True, metavar="CASE=PATH")
+    p.set_defaults(func=cmd_nnunet_export)
+
+    p = sub.add_parser("nnunet-plan", help="nnU-Net plan and preprocess (with its integrity check)")
+    _add_nnunet_common(p)
+    p.set_defaults(func=cmd_nnunet_plan)
+
+    p = sub.add_parser("nnunet-train", help="train nnU-Net on the target contrast")
+    _add_nnunet_common(p)
+    p.set_defaults(func=cmd_nnunet_train)
+
+    p = sub.add_parser("nnunet-predict", help="segment volumes with the trained nnU-Net")
+    _add_nnunet_common(p)
+    p.add_argument("--input", action="append", required=True, metavar="CASE=PATH")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=cmd_nnunet_predict)
+
+    p = sub.add_parser("evaluate", help="Dice and image metrics of one method's test cases")
+    p.add_argument("--method", required=True)
+    p.add_argument("--case", nargs=7, action="append", required=True,
+                   metavar=("SUBJECT", "SOURCE", "SEGMENTATION", "LABELS", "IMAGE", "REFERENCE", "MASK"))
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="long and summary tables (CSV, Markdown) from the per-method metrics")
+    p.add_argument("--metrics", type=Path, nargs="+", required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("figure", help="a figure: dice | grid | sampler")
+    p.add_argument("kind", choices=["dice", "grid", "sampler"])
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--subject")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_figure)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except InputError as error:
+        if args.verbose:
+            raise
+        print(f"midiffusion {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

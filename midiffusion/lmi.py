@@ -42,7 +42,7 @@ def parzen_weights(x: torch.Tensor, bins: int, sigma: float) -> torch.Tensor:
     A softmax of the log-kernel is the normalised kernel, and stays finite when sigma is so small
     that every exp underflows.
     """
-    # Centres in float64 then cast, so c_j and 1 - c_{bins-1-j} round alike (inversion symmetry).
+    # Correctly rounded centres (float64, then cast): symmetric about 1/2, so v -> 1 - v permutes bins.
     centres = (torch.arange(bins, dtype=torch.float64) / (bins - 1)).to(x.device, x.dtype)
     logits = -((x - centres.view(1, -1, 1, 1)) ** 2) / (2 * sigma**2)
     return torch.softmax(logits, dim=1)

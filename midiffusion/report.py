@@ -279,3 +279,64 @@ def plot_sampler_curve(csv_path: str | Path, out_path: str | Path) -> Path:
     time_ax.set_title("Sampling time")
     time_ax.legend(fontsize="small")
     return _save(figure, out_path)
+
+
+def registration_table(inputs: Sequence[str | Path], out_path: str | Path) -> pd.DataFrame:
+    """Per-subject registration errors (registration.json files of preprocess) as one CSV:
+    subject, source, error_before_mm, error_after_mm (empty when no true misalignment is known)."""
+    from midiffusion.io import read_json
+
+    records = []
+    for path in inputs:
+        errors = read_json(path)
+        subject = errors.pop("subject")
+        sources = sorted({key.split("_error_")[0] for key in errors})
+        for source in sources:
+            records.append({
+                "subject": subject,
+                "source": source,
+                "error_before_mm": errors[f"{source}_error_before_mm"],
+                "error_after_mm": errors[f"{source}_error_after_mm"],
+            })
+    table = pd.DataFrame(records, columns=["subject", "source", "error_before_mm", "error_after_mm"])
+    with atomic_path(out_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    return table
+
+
+def evaluate_cases(method: str, cases: Sequence[tuple[str, ...]], out_path: str | Path) -> pd.DataFrame:
+    """Metrics of one method's test cases, each (subject, source, segmentation, labels, image,
+    reference, mask), as a long CSV (metrics.LONG_COLUMNS)."""
+    from midiffusion.metrics import collect_metrics, evaluate_case
+
+    rows = [
+        {"subject": subject, "source": source, "method": method, **evaluate_case(*paths)}
+        for subject, source, *paths in cases
+    ]
+    table = collect_metrics(rows)
+    with atomic_path(out_path) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def write_tables_from_csv(metrics: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Concatenate per-method long CSVs and write the long, summary and Markdown tables."""
+    long_df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["NaN", "nan"]) for path in metrics])
+    return write_tables(long_df, out_dir)
+
+
+def make_figure(kind: str, inputs: Sequence[str], out_path: str | Path, subject: str | None = None) -> Path:
+    """The workflow's figures. dice: inputs = [metrics_long.csv]; sampler: inputs = [sampling.csv];
+    grid: inputs = ["SOURCE/COLUMN/image=PATH" or "SOURCE/COLUMN/segmentation=PATH", ...]."""
+    if kind == "dice":
+        return plot_dice(pd.read_csv(inputs[0], keep_default_na=False, na_values=["NaN", "nan"]), out_path)
+    if kind == "sampler":
+        return plot_sampler_curve(inputs[0], out_path)
+    rows: dict[str, GridRow] = {}
+    for item in inputs:
+        key, _, path = item.partition("=")
+        source, column, what = key.split("/")
+        row = rows.setdefault(source, GridRow(source, {}, {}))
+        (row.images if what == "image" else row.segmentations)[column] = Path(path)
+    title = f"Subject {subject}: source | translations | real target" if subject else None
+    return plot_translation_grid(list(rows.values()), out_path, **({"title": title} if title else {}))

@@ -196,7 +196,8 @@ def predict(
         in_folder.mkdir()
         for case_id, volume in grids.items():
             _stage_input(volume, in_folder / f"{case_id}_0000{FILE_ENDING}")
-        n = str(max(num_processes, 1))
+        # -npp 0 -nps 0 is nnU-Net's sequential mode: no worker processes at all
+        n = str(num_processes)
         args = ["-i", str(in_folder), "-o", str(pred_folder), "-d", str(dataset_id), "-c", configuration]
         args += ["-tr", trainer, "-f", str(fold), "-chk", CHECKPOINT, "-npp", n, "-nps", n]
         _run_nnunet(

@@ -119,7 +119,7 @@ def test_plan_train_predict_with_the_ci_trainer(tmp_path):
     # test volumes written by other code, with their own naming
     tests = _write_cases(tmp_path / "test", 2, seed=1)
     inputs = {"subj-a": tests[0].image, "subj-b": tests[1].image}
-    outputs = predict(dirs, 1, inputs, tmp_path / "seg", trainer=CI_TRAINER, device="cpu", num_processes=1)
+    outputs = predict(dirs, 1, inputs, tmp_path / "seg", trainer=CI_TRAINER, device="cpu", num_processes=0)
     assert outputs == {case: tmp_path / "seg" / f"{case}.nii.gz" for case in inputs}
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["subj-a.nii.gz", "subj-b.nii.gz"]
     for path in outputs.values():

@@ -1,9 +1,9 @@
 """Short nnU-Net trainers: the standard recipe, only fewer and shorter epochs.
 
-Like nnU-Net's own `nnUNetTrainer_5epochs`, each variant overrides one hook (the constructor) to
-set the training length; everything else (network, loss, augmentation, schedule) is nnU-Net's. The
-length is in the class name's meaning and in the results folder nnU-Net names after the class, so
-a trained model says how long it was trained.
+Like nnU-Net's own `nnUNetTrainer_5epochs`, the base overrides the constructor to set the training
+length (and skips the pointless final validation of fold "all"); the variants only set numbers.
+Everything else (network, loss, augmentation, schedule) is nnU-Net's. nnU-Net names the results
+folder after the class, so a trained model says how long it was trained.
 """
 
 import torch
@@ -29,6 +29,14 @@ class _ShortTrainer(nnUNetTrainer):
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations
         self.num_val_iterations_per_epoch = self.val_iterations
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        # With fold "all" nnU-Net's final "validation" predicts the training cases themselves: it
+        # measures nothing and, on a CPU, can outlast a short training. A real fold (0-4) is validated.
+        if self.fold == "all":
+            self.print_to_log_file("Final validation skipped: fold 'all' has no held-out cases.")
+            return
+        super().perform_actual_validation(save_probabilities)
 
 
 class nnUNetTrainer_midiffusion_ci(_ShortTrainer):

@@ -1,0 +1,155 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import midiffusion.train as train_module
+from midiffusion.io import InputError
+from midiffusion.train import TrainConfig, load_model, load_slices, select_device, train
+
+TINY = dict(
+    image_size=16, base_channels=8, channel_mults=[1, 2], attention_resolutions=[8], num_res_blocks=1,
+    batch_size=8, timesteps=1000,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The 2 test cores are shared: two OpenMP threads spinning against other work made these tiny
+    # steps ~10x slower than one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """64 slices of 16 x 16: a bright Gaussian blob of random centre and size on a -1 background."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+    images = []
+    for _ in range(64):
+        cy, cx = rng.uniform(5, 11, 2)
+        radius = rng.uniform(2.5, 5)
+        distance = np.hypot(yy - cy, xx - cx)
+        images.append(np.where(distance < radius, 0.8 * np.exp(-(distance**2) / (2 * (radius / 1.5) ** 2)), -1.0))
+    path = tmp_path_factory.mktemp("data") / "slices.npz"
+    np.savez(path, images=np.asarray(images, dtype=np.float16)[:, None])
+    return path
+
+
+def config(**overrides) -> TrainConfig:
+    return TrainConfig.from_dict(TINY | overrides)
+
+
+def read_losses(out_dir):
+    with open(out_dir / "loss.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return [int(row["step"]) for row in rows], np.array([float(row["loss"]) for row in rows])
+
+
+def test_config_from_dict_converts_and_rejects():
+    cfg = TrainConfig.from_dict({"channel_mults": [1, 2], "lr": "3e-4", "steps": 10.0})
+    assert cfg.channel_mults == (1, 2) and cfg.lr == 3e-4 and cfg.steps == 10
+    with pytest.raises(InputError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(InputError, match="batch_size"):
+        TrainConfig.from_dict({"batch_size": 2.5})
+    with pytest.raises(InputError, match="channel_mults"):
+        TrainConfig.from_dict({"channel_mults": 2})
+    with pytest.raises(InputError, match="cond_dropout"):
+        TrainConfig.from_dict({"cond_dropout": 1.0})
+
+
+def test_load_slices_checks_the_file(tmp_path, blobs):
+    assert load_slices(blobs, 16).dtype == torch.float32
+    with pytest.raises(InputError, match="image_size"):
+        load_slices(blobs, 32)
+    np.savez(tmp_path / "bad.npz", images=np.full((2, 1, 16, 16), 3.0))
+    with pytest.raises(InputError, match=r"\[-1, 1\]"):
+        load_slices(tmp_path / "bad.npz", 16)
+    np.savez(tmp_path / "other.npz", slices=np.zeros((2, 1, 16, 16)))
+    with pytest.raises(InputError, match="'images'"):
+        load_slices(tmp_path / "other.npz", 16)
+
+
+def test_select_device():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in {"cuda", "mps", "cpu"}
+    with pytest.raises(InputError, match="device"):
+        select_device("tpu-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="not available"):
+            select_device("cuda")
+
+
+def test_training_lowers_the_loss_and_writes_outputs(tmp_path, blobs):
+    cfg = config(steps=100, lr=1e-3, checkpoint_every=50)
+    result = train(blobs, tmp_path, cfg, progress=False)
+    steps, losses = read_losses(tmp_path)
+    assert steps == list(range(1, 101))
+    assert losses[-10:].mean() < 0.5 * losses[:10].mean()
+    assert result.start_step == 0 and result.end_step == 100 and result.seconds_per_step > 0
+    assert result.loss_plot.stat().st_size > 0
+    loaded = load_model(result.model_path, "cpu")
+    assert loaded.config == cfg and not loaded.model.training
+    checkpoint = torch.load(result.checkpoint_path, weights_only=True)
+    weights = loaded.model.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in checkpoint["ema"].items())  # model.pt holds the EMA
+    assert not all(torch.equal(weights[k], v) for k, v in checkpoint["model"].items())
+
+
+@pytest.fixture(scope="module")
+def reference_losses(blobs, tmp_path_factory):
+    """Losses of an uninterrupted 8-step run, the target of the resume tests."""
+    out_dir = tmp_path_factory.mktemp("reference")
+    train(blobs, out_dir, config(steps=8, checkpoint_every=3), progress=False)
+    return read_losses(out_dir)[1]
+
+
+def test_longer_run_continues_from_the_checkpoint(tmp_path, blobs, reference_losses):
+    train(blobs, tmp_path, config(steps=4, checkpoint_every=3), progress=False)
+    result = train(blobs, tmp_path, config(steps=8, checkpoint_every=3), progress=False)
+    assert (result.start_step, result.end_step) == (4, 8)
+    steps, losses = read_losses(tmp_path)
+    assert steps == list(range(1, 9))
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+    again = train(blobs, tmp_path, config(steps=8, checkpoint_every=3), progress=False)
+    assert again.start_step == again.end_step == 8 and again.seconds_per_step is None
+
+
+def test_killed_run_resumes_from_the_last_checkpoint(tmp_path, blobs, reference_losses, monkeypatch):
+    real_step = train_module._train_step
+
+    def dies_at_step_7(run, *args):
+        if run.step == 7:
+            raise KeyboardInterrupt
+        return real_step(run, *args)
+
+    monkeypatch.setattr(train_module, "_train_step", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(blobs, tmp_path, config(steps=8, checkpoint_every=3), progress=False)
+    assert read_losses(tmp_path)[0] == list(range(1, 7))  # last checkpoint: step 6
+    assert not (tmp_path / "model.pt").exists()
+    monkeypatch.setattr(train_module, "_train_step", real_step)
+    result = train(blobs, tmp_path, config(steps=8, checkpoint_every=3), progress=False)
+    assert result.start_step == 6
+    steps, losses = read_losses(tmp_path)
+    assert steps == list(range(1, 9))
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+
+
+def test_resume_with_another_model_config_is_refused(tmp_path, blobs):
+    train(blobs, tmp_path, config(steps=1), progress=False)
+    with pytest.raises(InputError, match="lr"):
+        train(blobs, tmp_path, config(steps=2, lr=1e-3), progress=False)
+
+
+def test_load_model_rejects_other_files(tmp_path):
+    torch.save({"weights": {}}, tmp_path / "x.pt")
+    with pytest.raises(InputError, match="x.pt"):
+        load_model(tmp_path / "x.pt", "cpu")
+    with pytest.raises(InputError, match="not found"):
+        load_model(tmp_path / "missing.pt", "cpu")

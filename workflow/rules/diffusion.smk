@@ -1,0 +1,74 @@
+# The diffusion model: target-contrast slices of the training subjects, training, sampler benchmark.
+
+
+rule slices:
+    input:
+        images=expand(f"{PRE}/{TARGET}_norm.nii.gz", subject=SPLIT.train),
+        masks=expand(f"{PRE}/brainmask.nii.gz", subject=SPLIT.train),
+    output:
+        "results/diffusion/train_slices.npz",
+    params:
+        size=config["slices"]["size"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/slices.log",
+    benchmark:
+        "benchmarks/slices.tsv"
+    shell:
+        "midiffusion slices --images {input.images} --masks {input.masks} --size {params.size} "
+        "--out {output} > {log} 2>&1"
+
+
+# Only the final model and the loss curve are outputs: the checkpoint in the same folder survives
+# an interrupted run, and the rerun resumes from it.
+rule train_diffusion:
+    input:
+        "results/diffusion/train_slices.npz",
+    output:
+        model="results/diffusion/model.pt",
+        losses="results/diffusion/loss.csv",
+        curve=report("results/diffusion/loss.png", caption="../report/loss.rst", category="Diffusion model"),
+    params:
+        size=config["slices"]["size"],
+        options=json_option("diffusion"),
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=600,
+        gpu=1,
+    log:
+        "logs/train_diffusion.log",
+    benchmark:
+        "benchmarks/train_diffusion.tsv"
+    shell:
+        "midiffusion train --slices {input} --out-dir results/diffusion --image-size {params.size} "
+        "--options {params.options:q} > {log} 2>&1"
+
+
+rule benchmark_sampling:
+    input:
+        model="results/diffusion/model.pt",
+        source=preprocessed(SPLIT.test[0], f"{SOURCES[0]}_norm"),
+        target=preprocessed(SPLIT.test[0], f"{TARGET}_norm"),
+        mask=preprocessed(SPLIT.test[0], "brainmask"),
+    output:
+        "results/benchmarks/sampling.csv",
+    params:
+        ddim_steps=config.get("benchmark", {}).get("ddim_steps", [25, 50, 100]),
+        n_slices=config.get("benchmark", {}).get("n_slices", 8),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
+    log:
+        "logs/benchmark_sampling.log",
+    benchmark:
+        "benchmarks/benchmark_sampling.tsv"
+    shell:
+        "midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
+        "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} --out {output} "
+        "> {log} 2>&1"

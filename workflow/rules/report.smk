@@ -1,0 +1,126 @@
+# Metrics per method, tables and figures.
+
+
+def evaluation_cases(wildcards):
+    """--case arguments: subject, source, segmentation, labels, image, real target, brain mask."""
+    cases = []
+    for s in SPLIT.test:
+        for c in SOURCES:
+            cases.append(
+                f"--case {s} {c} results/segmentations/{wildcards.method}/sub-{s}_{c}.nii.gz "
+                f"{preprocessed(s, 'labels')} results/methods/{wildcards.method}/sub-{s}_{c}.nii.gz "
+                f"{preprocessed(s, TARGET + '_norm')} {preprocessed(s, 'brainmask')}"
+            )
+    return " ".join(cases)
+
+
+rule evaluate:
+    input:
+        segmentations=[f"results/segmentations/{{method}}/sub-{s}_{c}.nii.gz" for s in SPLIT.test for c in SOURCES],
+        images=[f"results/methods/{{method}}/sub-{s}_{c}.nii.gz" for s in SPLIT.test for c in SOURCES],
+        labels=[preprocessed(s, "labels") for s in SPLIT.test],
+    output:
+        "results/metrics/{method}.csv",
+    params:
+        cases=evaluation_cases,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/evaluate/{method}.log",
+    benchmark:
+        "benchmarks/evaluate/{method}.tsv"
+    shell:
+        "midiffusion evaluate --method {wildcards.method} {params.cases} --out {output} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        expand("results/metrics/{method}.csv", method=METHODS),
+    output:
+        long="results/tables/metrics_long.csv",
+        summary="results/tables/summary.csv",
+        markdown=report("results/tables/summary.md", caption="../report/summary.rst", category="Results"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        "logs/tables.log",
+    benchmark:
+        "benchmarks/tables.tsv"
+    shell:
+        "midiffusion tables --metrics {input} --out-dir results/tables > {log} 2>&1"
+
+
+rule figure_dice:
+    input:
+        "results/tables/metrics_long.csv",
+    output:
+        report("results/figures/dice.png", caption="../report/dice.rst", category="Results"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        "logs/figure_dice.log",
+    benchmark:
+        "benchmarks/figure_dice.tsv"
+    shell:
+        "midiffusion figure dice --inputs {input} --out {output} > {log} 2>&1"
+
+
+FIGURE_SUBJECT = config.get("figure_subject") or SPLIT.test[0]
+GRID_METHODS = [m for m in ("none", "histmatch", "unguided", "midiffusion") if m in METHODS]
+
+
+def grid_items(wildcards):
+    """SOURCE/COLUMN/KIND -> path for the translation grid of FIGURE_SUBJECT."""
+    s = FIGURE_SUBJECT
+    items = {}
+    for c in SOURCES:
+        items[f"{c}/source/image"] = preprocessed(s, f"{c}_norm")
+        for m in GRID_METHODS:
+            items[f"{c}/{m}/image"] = f"results/methods/{m}/sub-{s}_{c}.nii.gz"
+            items[f"{c}/{m}/segmentation"] = f"results/segmentations/{m}/sub-{s}_{c}.nii.gz"
+        items[f"{c}/target/image"] = preprocessed(s, f"{TARGET}_norm")
+        items[f"{c}/target/segmentation"] = preprocessed(s, "labels")
+    return items
+
+
+rule figure_grid:
+    input:
+        lambda wildcards: list(grid_items(wildcards).values()),
+    output:
+        report("results/figures/translation_grid.png", caption="../report/grid.rst", category="Results"),
+    params:
+        grid=lambda wildcards: " ".join(f"{k}={v}" for k, v in grid_items(wildcards).items()),
+        subject=FIGURE_SUBJECT,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    log:
+        "logs/figure_grid.log",
+    benchmark:
+        "benchmarks/figure_grid.tsv"
+    shell:
+        "midiffusion figure grid --subject {params.subject} --inputs {params.grid} --out {output} > {log} 2>&1"
+
+
+rule figure_sampler:
+    input:
+        "results/benchmarks/sampling.csv",
+    output:
+        report("results/figures/sampler_curve.png", caption="../report/sampler.rst", category="Diffusion model"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        "logs/figure_sampler.log",
+    benchmark:
+        "benchmarks/figure_sampler.tsv"
+    shell:
+        "midiffusion figure sampler --inputs {input} --out {output} > {log} 2>&1"
