@@ -22,6 +22,8 @@ rule cohort:
         "logs/cohort/sub-{subject}.log",
     benchmark:
         "benchmarks/cohort/sub-{subject}.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
         "midiffusion phantom --root {params.root} --subject {wildcards.subject} "
         "--voxel-mm {params.voxel_mm} --target {params.target} --sources {params.sources} "
@@ -69,6 +71,8 @@ rule preprocess:
         "logs/preprocess/sub-{subject}.log",
     benchmark:
         "benchmarks/preprocess/sub-{subject}.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
         "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} midiffusion preprocess --subject {wildcards.subject} "
         "--target {params.target} {params.args} --out-dir {params.out_dir} > {log} 2>&1"
@@ -87,5 +91,7 @@ rule registration_table:
         "logs/registration_table.log",
     benchmark:
         "benchmarks/registration_table.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
         "midiffusion registration-table --inputs {input} --out {output} > {log} 2>&1"

@@ -17,6 +17,8 @@ rule slices:
         "logs/slices.log",
     benchmark:
         "benchmarks/slices.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
         "midiffusion slices --images {input.images} --masks {input.masks} --size {params.size} "
         "--out {output} > {log} 2>&1"
@@ -43,6 +45,8 @@ rule train_diffusion:
         "logs/train_diffusion.log",
     benchmark:
         "benchmarks/train_diffusion.tsv"
+    conda:
+        "../../envs/diffusion.yaml"
     shell:
         "midiffusion train --slices {input} --out-dir results/diffusion --image-size {params.size} "
         "--options {params.options:q} > {log} 2>&1"
@@ -68,6 +72,8 @@ rule benchmark_sampling:
         "logs/benchmark_sampling.log",
     benchmark:
         "benchmarks/benchmark_sampling.tsv"
+    conda:
+        "../../envs/diffusion.yaml"
     shell:
         "midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
         "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} --out {output} "

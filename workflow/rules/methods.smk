@@ -22,6 +22,8 @@ rule translate:
         "logs/translate/{method}/sub-{subject}_{source}.log",
     benchmark:
         "benchmarks/translate/{method}/sub-{subject}_{source}.tsv"
+    conda:
+        "../../envs/diffusion.yaml"
     shell:
         "midiffusion translate --method {wildcards.method} --model {input.model} --source {input.source} "
         "--mask {input.mask} --out {output.image} --std {output.std} --options {params.options:q} > {log} 2>&1"
@@ -46,6 +48,8 @@ rule baseline:
         "logs/baseline/{method}/sub-{subject}_{source}.log",
     benchmark:
         "benchmarks/baseline/{method}/sub-{subject}_{source}.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
         "midiffusion baseline --method {wildcards.method} --source {input.source} --target {input.target} "
         "--mask {input.mask} --reference {input.references} --reference-mask {input.reference_masks} "

@@ -31,6 +31,8 @@ rule evaluate:
         "logs/evaluate/{method}.log",
     benchmark:
         "benchmarks/evaluate/{method}.tsv"
+    conda:
+        "../../envs/report.yaml"
     shell:
         "midiffusion evaluate --method {wildcards.method} {params.cases} --out {output} > {log} 2>&1"
 
@@ -50,6 +52,8 @@ rule tables:
         "logs/tables.log",
     benchmark:
         "benchmarks/tables.tsv"
+    conda:
+        "../../envs/report.yaml"
     shell:
         "midiffusion tables --metrics {input} --out-dir results/tables > {log} 2>&1"
 
@@ -67,6 +71,8 @@ rule figure_dice:
         "logs/figure_dice.log",
     benchmark:
         "benchmarks/figure_dice.tsv"
+    conda:
+        "../../envs/report.yaml"
     shell:
         "midiffusion figure dice --inputs {input} --out {output} > {log} 2>&1"
 
@@ -105,6 +111,8 @@ rule figure_grid:
         "logs/figure_grid.log",
     benchmark:
         "benchmarks/figure_grid.tsv"
+    conda:
+        "../../envs/report.yaml"
     shell:
         "midiffusion figure grid --subject {params.subject} --inputs {params.grid} --out {output} > {log} 2>&1"
 
@@ -122,5 +130,7 @@ rule figure_sampler:
         "logs/figure_sampler.log",
     benchmark:
         "benchmarks/figure_sampler.tsv"
+    conda:
+        "../../envs/report.yaml"
     shell:
         "midiffusion figure sampler --inputs {input} --out {output} > {log} 2>&1"

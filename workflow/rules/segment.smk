@@ -32,6 +32,8 @@ rule nnunet_prepare:
         "logs/nnunet_prepare.log",
     benchmark:
         "benchmarks/nnunet_prepare.tsv"
+    conda:
+        "../../envs/segmentation.yaml"
     shell:
         "midiffusion nnunet-export {params.nnunet} --name {params.name} {params.cases} > {log} 2>&1"
 
@@ -51,6 +53,8 @@ rule nnunet_plan:
         "logs/nnunet_plan.log",
     benchmark:
         "benchmarks/nnunet_plan.tsv"
+    conda:
+        "../../envs/segmentation.yaml"
     shell:
         "midiffusion nnunet-plan {params.nnunet} > {log} 2>&1"
 
@@ -71,6 +75,8 @@ rule nnunet_train:
         "logs/nnunet_train.log",
     benchmark:
         "benchmarks/nnunet_train.tsv"
+    conda:
+        "../../envs/segmentation.yaml"
     shell:
         "midiffusion nnunet-train {params.nnunet} > {log} 2>&1"
 
@@ -93,6 +99,8 @@ rule nnunet_predict:
         "logs/nnunet_predict/{method}.log",
     benchmark:
         "benchmarks/nnunet_predict/{method}.tsv"
+    conda:
+        "../../envs/segmentation.yaml"
     shell:
         "midiffusion nnunet-predict {params.nnunet} {params.inputs} --out-dir results/segmentations/{wildcards.method} "
         "> {log} 2>&1"

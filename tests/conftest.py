@@ -1,0 +1,31 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = ROOT / "config" / "ci.yaml", check: bool = True):
+    """Run the project's workflow in `workdir` with the venv's snakemake and midiffusion on PATH."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"),
+               "--directory", str(workdir), "--configfile", str(configfile), *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    if check and result.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+                         if "rror" in p.read_text())
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-6000:]}\n{logs}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory) -> Path:
+    """The whole ci workflow, run once for every test that checks its outputs."""
+    workdir = tmp_path_factory.mktemp("ci_workflow")
+    snakemake(workdir, "--cores", "2")
+    return workdir
