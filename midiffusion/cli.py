@@ -54,10 +54,10 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
         print(f"{args.subject} {key}: {value:.3f}")
 
 
-def cmd_registration_table(args: argparse.Namespace) -> None:
-    from .report import registration_table
+def cmd_qc_tables(args: argparse.Namespace) -> None:
+    from .report import qc_tables
 
-    print(registration_table(args.inputs, args.out).to_string(index=False))
+    qc_tables(args.inputs, args.registration, args.atropos)
 
 
 def cmd_slices(args: argparse.Namespace) -> None:
@@ -129,11 +129,13 @@ def cmd_nnunet_train(args: argparse.Namespace) -> None:
 
 
 def cmd_nnunet_predict(args: argparse.Namespace) -> None:
-    from .segment import predict
+    from .segment import segment_volumes
 
-    outputs = predict(_nnunet_dirs(args), args.dataset_id, _pairs(args.input, "input"), args.out_dir,
-                      args.configuration, args.trainer, device=args.device, num_processes=args.num_processes)
-    print(f"{len(outputs)} segmentations -> {args.out_dir}")
+    outputs = segment_volumes(
+        _nnunet_dirs(args), args.dataset_id, [(Path(i), Path(o)) for i, o in args.case],
+        configuration=args.configuration, trainer=args.trainer, device=args.device, num_processes=args.num_processes,
+    )
+    print(f"{len(outputs)} segmentations written")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -193,10 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentiles", type=float, nargs=2, default=[0.5, 99.5])
     p.set_defaults(func=cmd_preprocess)
 
-    p = sub.add_parser("registration-table", help="collect per-subject registration errors into a CSV")
+    p = sub.add_parser("qc-tables", help="registration error and Atropos Dice tables from the preprocessing QC")
     p.add_argument("--inputs", type=Path, nargs="+", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_registration_table)
+    p.add_argument("--registration", type=Path, required=True)
+    p.add_argument("--atropos", type=Path, required=True)
+    p.set_defaults(func=cmd_qc_tables)
 
     p = sub.add_parser("slices", help="stack the training subjects' target slices for the diffusion model")
     p.add_argument("--images", type=Path, nargs="+", required=True)
@@ -261,8 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("nnunet-predict", help="segment volumes with the trained nnU-Net")
     _add_nnunet_common(p)
-    p.add_argument("--input", action="append", required=True, metavar="CASE=PATH")
-    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--case", nargs=2, action="append", required=True, metavar=("IMAGE", "SEGMENTATION"))
     p.set_defaults(func=cmd_nnunet_predict)
 
     p = sub.add_parser("evaluate", help="Dice and image metrics of one method's test cases")

@@ -52,8 +52,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def load_volume(path: str | Path, *, allow_nan: bool = False) -> Volume:
-    """Load a 3-D NIfTI (a 4-D one with a single volume is squeezed) as float32.
+def load_volume(path: str | Path, *, allow_nan: bool = False, canonical: bool = False) -> Volume:
+    """Load a 3-D NIfTI (a 4-D one with a single volume is squeezed) as float32; `canonical`
+    reorients the voxel axes to RAS (nibabel's closest canonical; no resampling).
 
     Raises InputError naming the file when it is missing, unreadable, not 3-D or holds NaN/inf.
     """
@@ -62,6 +63,8 @@ def load_volume(path: str | Path, *, allow_nan: bool = False) -> Volume:
         raise InputError(f"{path}: file not found")
     try:
         image = nib.load(str(path))
+        if canonical:
+            image = nib.as_closest_canonical(image)
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as error:  # nibabel raises many types for corrupt files
         raise InputError(f"{path}: not a readable NIfTI image ({error})") from None

@@ -15,6 +15,8 @@ marginals are the images' own marginals (weights sum to 1), so MI = H_a + H_b - 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -22,10 +24,11 @@ from midiffusion.io import InputError
 
 DEFAULT_BINS = 8
 DEFAULT_SIGMA = 0.07
-# Budget for the per-chunk (N, bins, bins, rows, W) temporaries when chunk_rows=None. On CPU small
-# chunks stay in cache (measured: 16-row chunks 20% faster than whole 128 x 128 images); on a GPU
-# big chunks mean fewer kernel launches, which dominate at these sizes.
-_CPU_CHUNK_BUDGET_BYTES = 8 * 2**20
+# Budget for the per-chunk (N, bins, bins, rows, W) temporaries when chunk_rows=None. On an idle
+# 2-core CPU 16-row chunks (cache-sized) were 20% faster than whole 128 x 128 images, but on a busy
+# one 1.7x slower: every op's OpenMP barrier can wait for a descheduled thread, so fewer, bigger
+# ops win there. On a GPU big chunks mean fewer kernel launches, which dominate at these sizes.
+_CPU_CHUNK_BUDGET_BYTES = 32 * 2**20
 _GPU_CHUNK_BUDGET_BYTES = 256 * 2**20
 _FLAT_EPS = 1e-12
 
@@ -92,10 +95,11 @@ def _check(
         raise InputError(f"chunk_rows: expected a positive number of rows or None, got {chunk_rows}")
 
 
-def _auto_chunk_rows(n: int, bins: int, width: int, itemsize: int, device: torch.device) -> int:
+def _auto_chunk_rows(n: int, bins: int, height: int, width: int, itemsize: int, device: torch.device) -> int:
     per_row = 4 * n * bins * bins * width * itemsize  # product, row sums, joint, its x log x
     budget = _CPU_CHUNK_BUDGET_BYTES if device.type == "cpu" else _GPU_CHUNK_BUDGET_BYTES
-    return max(1, budget // per_row)
+    chunks = math.ceil(height / max(1, budget // per_row))
+    return math.ceil(height / chunks)  # equal chunks: no tiny last chunk paying the per-op overhead
 
 
 def _lmi_rows(
@@ -159,11 +163,11 @@ def local_mutual_information(
 
     Memory: the Parzen weights take N * bins * ((H + 2r)(W + 2r) + (H + 2r + 2s)(W + 2r + 2s))
     elements (r = patch // 2, s = window // 2), plus about 4 * N * bins^2 * (chunk_rows + 2r) * (W + 2r)
-    elements of temporaries per row chunk. chunk_rows=None picks the largest chunk whose
-    temporaries fit in a budget (at least one row): 8 MiB on CPU (cache-sized), 256 MiB on a GPU
-    (fewer kernel launches). The peak is then about the budget + 2 * N * bins * H * W elements:
-    ~12 MiB on CPU for N = 4, 128 x 128, float32, 8 bins (computed, not measured). Very large
-    batches (N * bins^2 * W over ~0.5 M elements, float32) exceed the CPU budget even at one row.
+    elements of temporaries per row chunk. chunk_rows=None splits the rows into the fewest equal
+    chunks whose temporaries fit in a budget (at least one row each): 32 MiB on CPU, 256 MiB on a
+    GPU. The peak is then about the budget + 2 * N * bins * H * W elements: ~36 MiB on CPU for
+    N = 4, 128 x 128, float32, 8 bins (measured: peak RSS +33 MiB). Very large batches
+    (N * bins^2 * W over ~2 M elements, float32) exceed the CPU budget even at one row.
     """
     _check(anchor, other, patch, window, bins, sigma, chunk_rows)
     with torch.autocast(anchor.device.type, enabled=False):
@@ -183,7 +187,7 @@ def _lmi(
     h_b = _entropy(_box_sum(wb, patch) / area, (1,))
     wa /= area  # joint = box sum of (wa / area) * wb = the patch mean of the outer product
     if chunk_rows is None:
-        chunk_rows = _auto_chunk_rows(n, bins, width + 2 * rp, anchor.element_size(), anchor.device)
+        chunk_rows = _auto_chunk_rows(n, bins, height, width + 2 * rp, anchor.element_size(), anchor.device)
     out = torch.empty_like(anchor)
     for r0 in range(0, height, chunk_rows):
         rows = slice(r0, min(r0 + chunk_rows, height))

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
+from .metrics import dice_per_class
 from .template import load_template
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,22 @@ def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, floa
     return np.where(mask, scaled, -1.0).astype(np.float32)
 
 
+# Atropos orders its classes by mean intensity; which tissue is darkest depends on the contrast.
+TISSUES_BY_BRIGHTNESS = {"T1w": (1, 2, 3), "T2w": (3, 2, 1), "PDw": (3, 2, 1)}  # CSF=1, GM=2, WM=3
+
+
+def atropos_labels(image: ants.ANTsImage, mask: np.ndarray, contrast: str) -> np.ndarray:
+    """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask) by ANTs Atropos (k-means
+    initialisation, MRF smoothing) of the N4-corrected target image inside the brain mask."""
+    mask_image = image.new_image_like(mask.astype(np.float32))
+    result = ants.atropos(a=image, x=mask_image, i="Kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
+    classes = result["segmentation"].numpy().astype(np.uint8)
+    labels = np.zeros_like(classes)
+    for atropos_class, tissue in enumerate(TISSUES_BY_BRIGHTNESS[contrast], start=1):
+        labels[classes == atropos_class] = tissue
+    return labels
+
+
 def _lps_to_ras(points: np.ndarray) -> np.ndarray:
     return points * np.array([-1.0, -1.0, 1.0])
 
@@ -101,30 +118,39 @@ def preprocess_subject(
     """Preprocess one subject into `out_dir` (all on the target grid):
 
     <contrast>.nii.gz (N4-corrected, registered), <contrast>_norm.nii.gz (normalised, skull-stripped, [-1, 1]),
-    brainmask.nii.gz, labels.nii.gz (when labels are given), <source>_to_<target>.mat, registration.json.
-    Returns the registration errors (phantom) keyed "<source>_error_{before,after}_mm".
+    brainmask.nii.gz, labels.nii.gz (the given labels, else ANTs Atropos labels), <source>_to_<target>.mat,
+    qc.json. Returns the QC values also written to qc.json: registration errors where the true
+    misalignment is known ("<source>_error_{before,after}_mm") and, where true labels are given,
+    Atropos' Dice against them ("atropos_dice_<class>").
     """
-    volumes = {contrast: load_volume(path) for contrast, path in inputs.images.items()}
-    if inputs.target not in volumes:
+    if inputs.target not in inputs.images:
         raise InputError(f"subject {inputs.subject}: target contrast {inputs.target} missing")
+    # The target fixes the grid of every output: reoriented to RAS so that axis 2 is axial.
+    volumes = {c: load_volume(path, canonical=c == inputs.target) for c, path in inputs.images.items()}
     target_volume = volumes[inputs.target]
-    labels = load_volume(inputs.labels) if inputs.labels else None
+    labels = load_volume(inputs.labels, canonical=True) if inputs.labels else None
     if labels is not None:
         check_same_grid([target_volume, labels])
+    if brain_extraction == "labels":
+        if labels is None:
+            raise InputError(f"subject {inputs.subject}: brain_extraction 'labels' needs label files")
+        mask = check_mask(labels.data, inputs.labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     corrected = {c: _to_ants(v.data, v.affine) for c, v in volumes.items()}
     if use_n4:
         corrected = {c: n4(image) for c, image in corrected.items()}
     fixed = corrected[inputs.target]
-    if brain_extraction == "labels":
-        if labels is None:
-            raise InputError(f"subject {inputs.subject}: brain_extraction 'labels' needs label files")
-        mask = labels.data > 0
-    else:
-        mask = extract_brain(fixed, float(target_volume.voxel_mm.mean()))
-    mask = check_mask(mask, out_dir / "brainmask.nii.gz")
+    if brain_extraction == "template":
+        mask = check_mask(extract_brain(fixed, float(target_volume.voxel_mm.mean())), out_dir / "brainmask.nii.gz")
     truth = read_json(inputs.misalignment) if inputs.misalignment else {}
-    errors: dict[str, float] = {}
+    atropos = atropos_labels(fixed, mask, inputs.target)
+    qc: dict[str, float] = {}
+    if labels is None:
+        label_data = atropos
+    else:
+        label_data = labels.data
+        # Sanity check of the labels real data would get: Atropos against the known truth.
+        qc.update({f"atropos_dice_{k}": v for k, v in dice_per_class(atropos, label_data).items()})
     registered = {inputs.target: fixed}
     for contrast, moving in corrected.items():
         if contrast == inputs.target:
@@ -134,17 +160,16 @@ def preprocess_subject(
         if contrast in truth:
             matrix = np.asarray(truth[contrast]["target_to_source"], dtype=float)
             for key, value in registration_error_mm(transform, matrix, mask, target_volume.affine).items():
-                errors[f"{contrast}_{key}"] = value
+                qc[f"{contrast}_{key}"] = value
     affine = target_volume.affine
     save_volume(out_dir / "brainmask.nii.gz", mask, affine, dtype=np.uint8)
-    if labels is not None:
-        save_volume(out_dir / "labels.nii.gz", labels.data, affine, dtype=np.uint8)
+    save_volume(out_dir / "labels.nii.gz", label_data, affine, dtype=np.uint8)
     for contrast, image in registered.items():
         data = image.numpy()
         save_volume(out_dir / f"{contrast}.nii.gz", data, affine)
         save_volume(out_dir / f"{contrast}_norm.nii.gz", normalise(data, mask, percentiles), affine)
-    write_json(out_dir / "registration.json", {"subject": inputs.subject, **errors})
-    return errors
+    write_json(out_dir / "qc.json", {"subject": inputs.subject, **qc})
+    return qc
 
 
 def _register(fixed: ants.ANTsImage, moving: ants.ANTsImage, kind: Registration, transform_path: Path) -> ants.ANTsImage:

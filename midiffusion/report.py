@@ -281,27 +281,29 @@ def plot_sampler_curve(csv_path: str | Path, out_path: str | Path) -> Path:
     return _save(figure, out_path)
 
 
-def registration_table(inputs: Sequence[str | Path], out_path: str | Path) -> pd.DataFrame:
-    """Per-subject registration errors (registration.json files of preprocess) as one CSV:
-    subject, source, error_before_mm, error_after_mm (empty when no true misalignment is known)."""
+def qc_tables(inputs: Sequence[str | Path], registration_csv: str | Path, atropos_csv: str | Path) -> None:
+    """Collect the preprocessing QC (qc.json per subject) into two CSVs: registration error per subject
+    and source contrast (error_before_mm, error_after_mm), and Atropos' Dice per subject and class
+    against the true labels. A table is empty (header only) when nothing was measurable (real data)."""
     from midiffusion.io import read_json
 
-    records = []
+    registration, atropos = [], []
     for path in inputs:
-        errors = read_json(path)
-        subject = errors.pop("subject")
-        sources = sorted({key.split("_error_")[0] for key in errors})
-        for source in sources:
-            records.append({
-                "subject": subject,
-                "source": source,
-                "error_before_mm": errors[f"{source}_error_before_mm"],
-                "error_after_mm": errors[f"{source}_error_after_mm"],
-            })
-    table = pd.DataFrame(records, columns=["subject", "source", "error_before_mm", "error_after_mm"])
-    with atomic_path(out_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    return table
+        qc = read_json(path)
+        subject = qc.pop("subject")
+        for key, value in qc.items():
+            if key.startswith("atropos_dice_"):
+                atropos.append({"subject": subject, "class": key.removeprefix("atropos_dice_"), "dice": value})
+            elif key.endswith("_error_before_mm"):
+                source = key.removesuffix("_error_before_mm")
+                registration.append({"subject": subject, "source": source, "error_before_mm": value,
+                                     "error_after_mm": qc[f"{source}_error_after_mm"]})
+    for records, columns, out_path in [
+        (registration, ["subject", "source", "error_before_mm", "error_after_mm"], registration_csv),
+        (atropos, ["subject", "class", "dice"], atropos_csv),
+    ]:
+        with atomic_path(out_path) as tmp:
+            pd.DataFrame(records, columns=columns).to_csv(tmp, index=False, float_format="%.4f")
 
 
 def evaluate_cases(method: str, cases: Sequence[tuple[str, ...]], out_path: str | Path) -> pd.DataFrame:

@@ -73,8 +73,8 @@ class _Denoiser:
             if self.scale == 1:
                 return self.model(x, t_batch, cond).float()
             # Conditional and unconditional (zeroed condition, as in training dropout) in one batch.
-            both = self.model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), torch.cat([cond, torch.zeros_like(cond)]))
-            eps_c, eps_u = both.float().chunk(2)
+            pair = torch.cat([cond, torch.zeros_like(cond)])
+            eps_c, eps_u = self.model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), pair).float().chunk(2)
             return eps_u + self.scale * (eps_c - eps_u)
 
 
@@ -108,16 +108,18 @@ def sample(
     denoiser = _Denoiser(model, source.float(), guided, guidance_scale, lmi_kwargs or {})
     was_training = model.training
     model.eval()
-    x = _randn(source.shape, generator, source.device)  # x_T
-    for t, t_prev in tqdm(list(zip(current, previous)), desc=sampler, unit="step", disable=not progress):
-        eps = denoiser(x, t)
-        if sampler == "ddpm":
-            noise = _randn(x.shape, generator, x.device) if t > 0 else None
-            x = schedule.ddpm_step(eps, t, x, noise).prev_sample
-        else:
-            noise = _randn(x.shape, generator, x.device) if eta > 0 else None
-            x = schedule.ddim_step(eps, t, t_prev, x, eta, noise).prev_sample
-    model.train(was_training)
+    try:
+        x = _randn(source.shape, generator, source.device)  # x_T
+        for t, t_prev in tqdm(list(zip(current, previous)), desc=sampler, unit="step", disable=not progress):
+            eps = denoiser(x, t)
+            if sampler == "ddpm":
+                noise = _randn(x.shape, generator, x.device) if t > 0 else None
+                x = schedule.ddpm_step(eps, t, x, noise).prev_sample
+            else:
+                noise = _randn(x.shape, generator, x.device) if eta > 0 else None
+                x = schedule.ddim_step(eps, t, t_prev, x, eta, noise).prev_sample
+    finally:
+        model.train(was_training)
     return SampleOutput(
         images=x.clamp(-1, 1),
         network_calls=len(current) * denoiser.evaluations,

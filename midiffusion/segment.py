@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from midiffusion.io import InputError, Volume, check_same_grid, load_volume, save_volume, write_json
+from midiffusion.io import InputError, check_same_grid, load_volume, save_volume, write_json
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
 LABELS = {"background": 0, "CSF": 1, "GM": 2, "WM": 3}
@@ -45,26 +45,29 @@ class NnunetDirs:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # accept str from the CLI
+
     @property
     def raw(self) -> Path:
-        return Path(self.root) / "nnUNet_raw"
+        return self.root / "nnUNet_raw"
 
     @property
     def preprocessed(self) -> Path:
-        return Path(self.root) / "nnUNet_preprocessed"
+        return self.root / "nnUNet_preprocessed"
 
     @property
     def results(self) -> Path:
-        return Path(self.root) / "nnUNet_results"
+        return self.root / "nnUNet_results"
 
     def env(self, num_processes: int = 2) -> dict[str, str]:
         """The environment variables nnU-Net needs for one call (to be merged into os.environ's copy)."""
         if num_processes < 0:
             raise InputError(f"num_processes: must be >= 0, got {num_processes}")
         return {
-            "nnUNet_raw": str(Path(self.raw).resolve()),
-            "nnUNet_preprocessed": str(Path(self.preprocessed).resolve()),
-            "nnUNet_results": str(Path(self.results).resolve()),
+            "nnUNet_raw": str(self.raw.resolve()),
+            "nnUNet_preprocessed": str(self.preprocessed.resolve()),
+            "nnUNet_results": str(self.results.resolve()),
             "nnUNet_extTrainer": str(TRAINERS_DIR),
             # worker pools for preprocessing/export and for data augmentation; nnU-Net's defaults
             # (8 and 12) would swamp a small machine. 0 augmentation workers = in-process loading.
@@ -101,7 +104,7 @@ def export_training_set(
     The folder is built aside and swapped in whole, so a rerun never mixes old and new cases.
     """
     _check_case_ids([case.case_id for case in cases], "cases")
-    target = Path(dirs.raw) / dataset_name(dataset_id, name)
+    target = dirs.raw / dataset_name(dataset_id, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         staging = Path(tmp) / target.name
@@ -136,7 +139,7 @@ def plan_and_preprocess(
         dirs,
         num_processes,
     )
-    return Path(dirs.preprocessed) / _find_dataset(dirs, dataset_id)
+    return dirs.preprocessed / _find_dataset(dirs, dataset_id)
 
 
 def train(
@@ -150,6 +153,7 @@ def train(
 ) -> Path:
     """Train with nnUNetv2_train; return the path of the final checkpoint.
 
+    `num_processes` data-augmentation workers (0 = augment in the training process).
     `trainer` is any name nnU-Net's `-tr` lookup finds: its own (nnUNetTrainer, the paper's 1000
     epochs; nnUNetTrainer_5epochs, ...) or this project's (nnUNetTrainer_midiffusion_ci,
     nnUNetTrainer_midiffusion_quick).
@@ -176,47 +180,64 @@ def predict(
     fold: Fold = "all",
     device: Device = "auto",
     num_processes: int = 2,
+    mirroring: bool = True,
 ) -> dict[str, Path]:
     """Segment volumes (case id -> image path, any file naming) into out_dir/<case>.nii.gz.
 
     Uses the trained model's checkpoint_final.pth. The images are linked into a temporary input
     folder under nnU-Net's naming (<case>_0000.nii.gz); the predictions are checked to have their
     input's shape and affine and only then moved into out_dir, so no half-finished set is left.
+    `num_processes=0` runs nnU-Net's sequential mode (no worker processes); `mirroring=False`
+    turns off test-time mirroring (4x fewer forward passes in 2d: worth it on a CPU).
     Returns case id -> segmentation path (uint8 labels 0..3).
     """
     _check_case_ids(list(inputs), "inputs")
     checkpoint = model_folder(dirs, dataset_id, configuration, trainer) / f"fold_{fold}" / CHECKPOINT
     if not checkpoint.exists():
         raise InputError(f"{checkpoint}: no trained nnU-Net model (run train first)")
-    grids = {case_id: load_volume(path) for case_id, path in inputs.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".nnunet_predict.") as tmp:
         in_folder, pred_folder = Path(tmp) / "in", Path(tmp) / "out"
         in_folder.mkdir()
-        for case_id, volume in grids.items():
-            _stage_input(volume, in_folder / f"{case_id}_0000{FILE_ENDING}")
+        grids = {
+            case_id: _stage_input(Path(path), in_folder / f"{case_id}_0000{FILE_ENDING}")
+            for case_id, path in inputs.items()
+        }
         # -npp 0 -nps 0 is nnU-Net's sequential mode: no worker processes at all
         n = str(num_processes)
         args = ["-i", str(in_folder), "-o", str(pred_folder), "-d", str(dataset_id), "-c", configuration]
         args += ["-tr", trainer, "-f", str(fold), "-chk", CHECKPOINT, "-npp", n, "-nps", n]
-        _run_nnunet(
-            "nnUNetv2_predict",
-            [*args, "-device", resolve_device(device), "--disable_progress_bar"],
-            dirs,
-            num_processes,
-        )
+        args += ["-device", resolve_device(device), "--disable_progress_bar"]
+        _run_nnunet("nnUNetv2_predict", args + ([] if mirroring else ["--disable_tta"]), dirs, num_processes)
         outputs = {case_id: out_dir / f"{case_id}{FILE_ENDING}" for case_id in inputs}
-        for case_id, volume in grids.items():
+        for case_id, grid in grids.items():
             prediction = pred_folder / f"{case_id}{FILE_ENDING}"
-            _check_prediction(prediction, volume)
+            _check_prediction(prediction, grid)
             os.replace(prediction, outputs[case_id])
+    return outputs
+
+
+def segment_volumes(dirs: NnunetDirs, dataset_id: int, pairs: list[tuple[Path, Path]], **predict_kwargs) -> list[Path]:
+    """Segment each (image, output path) pair in one nnU-Net run: the model is loaded once.
+
+    Outputs may lie in different folders (e.g. one per method); predict_kwargs go to predict().
+    """
+    outputs = [Path(output) for _, output in pairs]
+    staging = Path(os.path.commonpath([output.parent.resolve() for output in outputs]))
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging, prefix=".segment.") as tmp:
+        inputs = {f"case{i:04d}": Path(image) for i, (image, _) in enumerate(pairs)}
+        predictions = predict(dirs, dataset_id, inputs, Path(tmp), **predict_kwargs)
+        for prediction, output in zip(predictions.values(), outputs):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(prediction, output)
     return outputs
 
 
 def model_folder(dirs: NnunetDirs, dataset_id: int, configuration: str, trainer: str) -> Path:
     """nnU-Net's results folder of one trained model: <results>/<dataset>/<trainer>__nnUNetPlans__<configuration>."""
-    return Path(dirs.results) / _find_dataset(dirs, dataset_id) / f"{trainer}__{PLANS}__{configuration}"
+    return dirs.results / _find_dataset(dirs, dataset_id) / f"{trainer}__{PLANS}__{configuration}"
 
 
 def resolve_device(device: Device) -> str:
@@ -242,23 +263,33 @@ def _export_case(case: Case, folder: Path) -> None:
     save_volume(folder / "labelsTr" / f"{case.case_id}{FILE_ENDING}", label.data, label.affine, dtype=np.uint8)
 
 
-def _stage_input(volume: Volume, path: Path) -> None:
-    """Link the image under nnU-Net's name when it is already .nii.gz; otherwise write a copy."""
-    source = Path(volume.path)
+@dataclass(frozen=True)
+class _Grid:
+    """Where an input image lies (its voxel data is not kept: a prediction set can be large)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+
+
+def _stage_input(source: Path, path: Path) -> _Grid:
+    """Check the image; link it under nnU-Net's name when it is already .nii.gz, else write a copy."""
+    volume = load_volume(source)  # InputError naming the file if it is missing, not 3-D or not finite
     if source.name.endswith(FILE_ENDING):
         path.symlink_to(source.resolve())
     else:
         save_volume(path, volume.data, volume.affine)
+    return _Grid(source, volume.data.shape, volume.affine)
 
 
-def _check_prediction(prediction: Path, source: Volume) -> None:
+def _check_prediction(prediction: Path, source: _Grid) -> None:
     if not prediction.exists():
         raise RuntimeError(f"nnUNetv2_predict wrote no {prediction.name} for {source.path}")
     result = load_volume(prediction)
-    if result.data.shape != source.data.shape or not np.allclose(result.affine, source.affine, atol=1e-3):
+    if result.data.shape != source.shape or not np.allclose(result.affine, source.affine, atol=1e-3):
         raise RuntimeError(
-            f"{source.path}: nnU-Net's segmentation does not match the input grid "
-            f"(shape {result.data.shape} vs {source.data.shape})"
+            f"{source.path}: nnU-Net's segmentation {prediction.name} does not lie on the input grid "
+            f"(shape {result.data.shape} vs {source.shape}, or a different affine)"
         )
 
 
@@ -280,8 +311,8 @@ def _find_dataset(dirs: NnunetDirs, dataset_id: int) -> str:
     names = {
         folder.name
         for base in (dirs.raw, dirs.preprocessed, dirs.results)
-        if Path(base).is_dir()
-        for folder in Path(base).iterdir()
+        if base.is_dir()
+        for folder in base.iterdir()
         if folder.is_dir() and folder.name.startswith(prefix)
     }
     if len(names) != 1:

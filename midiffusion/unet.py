@@ -163,7 +163,8 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for i in reversed(range(levels)):
             for j in range(num_res_blocks + 1):
-                self.up.append(block(ch + skips.pop(), channel_mults[i] * base_channels, resolutions[i] in attention_resolutions))
+                attention = resolutions[i] in attention_resolutions
+                self.up.append(block(ch + skips.pop(), channel_mults[i] * base_channels, attention))
                 ch = channel_mults[i] * base_channels
                 if i > 0 and j == num_res_blocks:
                     self.up.append(Upsample(ch))

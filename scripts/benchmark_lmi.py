@@ -41,8 +41,10 @@ def reference_lmi(anchor, other, patch=3, window=3, bins=DEFAULT_BINS, sigma=DEF
         w = torch.exp(-((patches[:, :, None] - centres[:, None]) ** 2) / (2 * sigma**2))
         return w / w.sum(dim=2, keepdim=True)
 
+    tiny = torch.finfo(anchor.dtype).tiny  # 0 log 0 = 0
+
     def entropy(p, dims):
-        return -(p * torch.log(p.clamp_min(1e-300))).sum(dims)
+        return -(p * torch.log(p.clamp_min(tiny))).sum(dims)
 
     wa = weights(F.unfold(F.pad(anchor, [rp] * 4, mode="replicate"), patch))
     padded = F.pad(other, [rp + rw] * 4, mode="replicate")
@@ -52,7 +54,8 @@ def reference_lmi(anchor, other, patch=3, window=3, bins=DEFAULT_BINS, sigma=DEF
             shifted = padded[..., dy : dy + height + 2 * rp, dx : dx + width + 2 * rp]
             joint = torch.einsum("nqjl,nqkl->njkl", wa, weights(F.unfold(shifted, patch))) / patch**2
             pa, pb = joint.sum(2), joint.sum(1)
-            mi = (joint * torch.log(joint.clamp_min(1e-300) / (pa[:, :, None] * pb[:, None]).clamp_min(1e-300))).sum((1, 2))
+            ratio = joint.clamp_min(tiny) / (pa[:, :, None] * pb[:, None]).clamp_min(tiny)
+            mi = (joint * torch.log(ratio)).sum((1, 2))
             h = entropy(pa, 1) + entropy(pb, 1)
             best = torch.maximum(best, torch.where(h < 1e-12, 0.0, 2 * mi / h.clamp_min(1e-12)))
     return best.clamp(0, 1).view(n, 1, height, width)

@@ -29,3 +29,14 @@ def ci_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("ci_workflow")
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny torch work on shared cores: one OpenMP thread is ~10x faster than two spinning against other work."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,6 +10,8 @@ from midiffusion.unet import UNet
 
 LMI = {"bins": 4, "sigma": 0.15}
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Oracle(nn.Module):
     """Returns the eps that makes x_0 = target exactly, and records the conditions it was given."""
@@ -22,16 +24,6 @@ class Oracle(nn.Module):
         self.conditions.append(cond)
         alpha_bar = self.schedule.alpha_bar[t].view(-1, 1, 1, 1)
         return (x - alpha_bar.sqrt() * self.target.repeat(len(x) // len(self.target), 1, 1, 1)) / (1 - alpha_bar).sqrt()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The 2 test cores are shared: two OpenMP threads spinning against other work made these tiny
-    # forward passes ~10x slower than one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

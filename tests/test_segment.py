@@ -105,6 +105,13 @@ def test_predict_without_a_trained_model_names_the_checkpoint(tmp_path):
         predict(dirs, 3, {"a": tmp_path / "sub-00_T1w.nii.gz"}, tmp_path / "out", trainer=CI_TRAINER)
 
 
+def test_a_failing_nnunet_command_raises_with_its_output(tmp_path):
+    dirs = NnunetDirs(tmp_path / "nnunet")
+    dirs.raw.mkdir(parents=True)
+    with pytest.raises(RuntimeError, match=r"(?s)nnUNetv2_plan_and_preprocess -d 42 .*failed.*last output:.*ID 42"):
+        plan_and_preprocess(dirs, 42, num_processes=1)
+
+
 @pytest.mark.slow
 def test_plan_train_predict_with_the_ci_trainer(tmp_path):
     dirs = NnunetDirs(tmp_path / "nnunet")
@@ -116,9 +123,11 @@ def test_plan_train_predict_with_the_ci_trainer(tmp_path):
     checkpoint = train(dirs, 1, "2d", trainer=CI_TRAINER, device="cpu", num_processes=0)
     assert torch.load(checkpoint, map_location="cpu", weights_only=False)["current_epoch"] == 2
 
-    # test volumes written by other code, with their own naming
+    # test volumes written by other code, with their own naming (and one not gzipped)
     tests = _write_cases(tmp_path / "test", 2, seed=1)
-    inputs = {"subj-a": tests[0].image, "subj-b": tests[1].image}
+    plain = tmp_path / "test" / "translated.nii"
+    save_volume(plain, nib.load(tests[1].image).get_fdata(), AFFINE)
+    inputs = {"subj-a": tests[0].image, "subj-b": plain}
     outputs = predict(dirs, 1, inputs, tmp_path / "seg", trainer=CI_TRAINER, device="cpu", num_processes=0)
     assert outputs == {case: tmp_path / "seg" / f"{case}.nii.gz" for case in inputs}
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["subj-a.nii.gz", "subj-b.nii.gz"]

@@ -5,6 +5,8 @@ from torch import nn
 from midiffusion.io import InputError
 from midiffusion.unet import AttentionBlock, UNet, timestep_embedding
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_unet(**overrides) -> UNet:
     torch.manual_seed(0)

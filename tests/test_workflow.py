@@ -58,6 +58,12 @@ def test_registration_table_shows_recovered_misalignment(ci_run):
     assert (table["error_after_mm"] < voxel).all()
 
 
+def test_atropos_labels_agree_with_the_phantom_truth(ci_run):
+    table = pd.read_csv(ci_run / "results/tables/atropos.csv")
+    assert set(table["class"]) == {"CSF", "GM", "WM", "mean"}
+    assert table.loc[table["class"] == "mean", "dice"].mean() > 0.5
+
+
 def test_sampling_benchmark_compares_ddpm_and_ddim(ci_run):
     table = pd.read_csv(ci_run / "results/benchmarks/sampling.csv")
     assert set(table["sampler"]) == {"ddpm", "ddim"}

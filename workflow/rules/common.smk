@@ -48,12 +48,12 @@ wildcard_constraints:
 
 
 def labels_path(subject):
-    """Ground-truth labels on the target grid: the phantom's, or the user's pattern."""
+    """Labels on the target grid: the phantom's truth, the user's files, or None (Atropos makes them)."""
     if PHANTOM:
         return phantom_image(DATA["root"], subject, "dseg")
     if DATA.get("labels"):
         return DATA["labels"].format(subject=subject)
-    raise ValueError("config data.labels: real data needs label files until Atropos labels are available")
+    return None
 
 
 def preprocessed(subject, name):

@@ -32,7 +32,8 @@ rule cohort:
 
 def preprocess_inputs(wildcards):
     inputs = {"images": [str(IMAGES[wildcards.subject][c]) for c in [TARGET, *SOURCES]]}
-    inputs["labels"] = str(labels_path(wildcards.subject))
+    if labels_path(wildcards.subject):
+        inputs["labels"] = str(labels_path(wildcards.subject))
     if PHANTOM:
         inputs["misalignment"] = str(phantom_misalignment(DATA["root"], wildcards.subject))
     return inputs
@@ -41,10 +42,11 @@ def preprocess_inputs(wildcards):
 def preprocess_args(wildcards, input):
     images = " ".join(f"--image {c}={p}" for c, p in zip([TARGET, *SOURCES], input.images))
     truth = f"--misalignment {input.misalignment}" if PHANTOM else ""
+    labels = f"--labels {input.labels}" if hasattr(input, "labels") else ""
     pre = config["preprocess"]
     n4 = "" if pre.get("n4", True) else "--no-n4"
     return (
-        f"{images} --labels {input.labels} {truth} {n4} --registration {pre.get('registration', 'Rigid')} "
+        f"{images} {labels} {truth} {n4} --registration {pre.get('registration', 'Rigid')} "
         f"--brain-extraction {pre.get('brain_extraction', 'template')} "
         f"--percentiles {' '.join(map(str, pre.get('percentiles', [0.5, 99.5])))}"
     )
@@ -58,7 +60,7 @@ rule preprocess:
         normalised=[f"{PRE}/{c}_norm.nii.gz" for c in [TARGET, *SOURCES]],
         mask=f"{PRE}/brainmask.nii.gz",
         labels=f"{PRE}/labels.nii.gz",
-        registration=f"{PRE}/registration.json",
+        qc=f"{PRE}/qc.json",
     params:
         args=preprocess_args,
         target=TARGET,
@@ -78,20 +80,24 @@ rule preprocess:
         "--target {params.target} {params.args} --out-dir {params.out_dir} > {log} 2>&1"
 
 
-rule registration_table:
+rule qc_tables:
     input:
-        expand(f"{PRE}/registration.json", subject=SUBJECTS),
+        expand(f"{PRE}/qc.json", subject=SUBJECTS),
     output:
-        report("results/tables/registration.csv", caption="../report/registration.rst", category="Preprocessing"),
+        registration=report(
+            "results/tables/registration.csv", caption="../report/registration.rst", category="Preprocessing"
+        ),
+        atropos=report("results/tables/atropos.csv", caption="../report/atropos.rst", category="Preprocessing"),
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
     log:
-        "logs/registration_table.log",
+        "logs/qc_tables.log",
     benchmark:
-        "benchmarks/registration_table.tsv"
+        "benchmarks/qc_tables.tsv"
     conda:
         "../../envs/data.yaml"
     shell:
-        "midiffusion registration-table --inputs {input} --out {output} > {log} 2>&1"
+        "midiffusion qc-tables --inputs {input} --registration {output.registration} --atropos {output.atropos} "
+        "> {log} 2>&1"

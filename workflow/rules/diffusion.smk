@@ -48,7 +48,7 @@ rule train_diffusion:
     conda:
         "../../envs/diffusion.yaml"
     shell:
-        "midiffusion train --slices {input} --out-dir results/diffusion --image-size {params.size} "
+        "OMP_NUM_THREADS={threads} midiffusion train --slices {input} --out-dir results/diffusion --image-size {params.size} "
         "--options {params.options:q} > {log} 2>&1"
 
 
@@ -75,6 +75,6 @@ rule benchmark_sampling:
     conda:
         "../../envs/diffusion.yaml"
     shell:
-        "midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
+        "OMP_NUM_THREADS={threads} midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
         "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} --out {output} "
         "> {log} 2>&1"

@@ -25,7 +25,7 @@ rule translate:
     conda:
         "../../envs/diffusion.yaml"
     shell:
-        "midiffusion translate --method {wildcards.method} --model {input.model} --source {input.source} "
+        "OMP_NUM_THREADS={threads} midiffusion translate --method {wildcards.method} --model {input.model} --source {input.source} "
         "--mask {input.mask} --out {output.image} --std {output.std} --options {params.options:q} > {log} 2>&1"
 
 

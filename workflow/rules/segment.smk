@@ -81,26 +81,28 @@ rule nnunet_train:
         "midiffusion nnunet-train {params.nnunet} > {log} 2>&1"
 
 
+# One nnU-Net process segments every method's volumes: the model is loaded once.
 rule nnunet_predict:
     input:
         model=NNUNET_MODEL,
-        images=lambda wildcards: list(test_cases(wildcards.method).values()),
+        images=[path for method in METHODS for path in test_cases(method).values()],
     output:
-        [f"results/segmentations/{{method}}/sub-{s}_{c}.nii.gz" for s in SPLIT.test for c in SOURCES],
+        [f"results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case in test_cases(m)],
     params:
         nnunet=nnunet_args(),
-        inputs=lambda wildcards: " ".join(f"--input {k}={v}" for k, v in test_cases(wildcards.method).items()),
+        cases=" ".join(
+            f"--case {path} results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case, path in test_cases(m).items()
+        ),
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=120,
         gpu=1,
     log:
-        "logs/nnunet_predict/{method}.log",
+        "logs/nnunet_predict.log",
     benchmark:
-        "benchmarks/nnunet_predict/{method}.tsv"
+        "benchmarks/nnunet_predict.tsv"
     conda:
         "../../envs/segmentation.yaml"
     shell:
-        "midiffusion nnunet-predict {params.nnunet} {params.inputs} --out-dir results/segmentations/{wildcards.method} "
-        "> {log} 2>&1"
+        "midiffusion nnunet-predict {params.nnunet} {params.cases} > {log} 2>&1"
