@@ -268,6 +268,21 @@ def _head_fractions(outside_mm: np.ndarray, voxel_mm: float) -> dict[str, np.nda
     return fractions
 
 
+def _anatomy(gm: np.ndarray, wm: np.ndarray, outside_mm: np.ndarray, voxel_mm: float, affine: np.ndarray,
+             with_head: bool) -> Anatomy:
+    """Partial volumes from GM/WM maps and the distance (mm) beyond the brain surface."""
+    brain = 1.0 - _ramp(outside_mm, voxel_mm)
+    # GM and WM are confined to the brain; what the brain holds beyond them is CSF (sulci, ventricles, rim).
+    tissue = gm + wm
+    shrink = np.where(tissue > brain, brain / np.maximum(tissue, 1e-6), 1.0)
+    gm, wm = gm * shrink, wm * shrink
+    fractions = {"CSF": np.clip(brain - gm - wm, 0.0, 1.0), "GM": gm, "WM": wm}
+    if with_head:
+        fractions.update(_head_fractions(outside_mm, voxel_mm))
+    fractions = {name: value.astype(np.float32) for name, value in fractions.items()}
+    return Anatomy(fractions=fractions, brain=brain.astype(np.float32), affine=affine.copy())
+
+
 def subject_anatomy(
     rng: np.random.Generator, voxel_mm: float, *, with_head: bool = True, settings: PhantomSettings = PhantomSettings()
 ) -> Anatomy:
@@ -283,16 +298,17 @@ def subject_anatomy(
     variation = smooth_noise(rng, gm.shape, settings.head_thickness_sigma_mm / voxel_mm)
     thickness = np.exp(settings.head_thickness * variation)
     outside_mm = (warp(maps.distance_mm, _FAR_MM) - settings.csf_rim_mm) / thickness
-    brain = 1.0 - _ramp(outside_mm, voxel_mm)
-    # GM and WM are confined to the brain; what the brain holds beyond them is CSF (sulci, ventricles, rim).
-    tissue = gm + wm
-    shrink = np.where(tissue > brain, brain / np.maximum(tissue, 1e-6), 1.0)
-    gm, wm = gm * shrink, wm * shrink
-    fractions = {"CSF": np.clip(brain - gm - wm, 0.0, 1.0), "GM": gm, "WM": wm}
-    if with_head:
-        fractions.update(_head_fractions(outside_mm, voxel_mm))
-    fractions = {name: value.astype(np.float32) for name, value in fractions.items()}
-    return Anatomy(fractions=fractions, brain=brain.astype(np.float32), affine=maps.affine.copy())
+    return _anatomy(gm, wm, outside_mm, voxel_mm, maps.affine, with_head)
+
+
+def reference_head(voxel_mm: float, contrast: str, settings: PhantomSettings = PhantomSettings()) -> SubjectPhantom:
+    """The undeformed template with a head of nominal thickness, nominal tissues, no texture, noise or
+    bias: a head-and-brain reference image (and its brain) for brain extraction by registration."""
+    maps = _template_maps(voxel_mm)
+    anatomy = _anatomy(maps.gm, maps.wm, maps.distance_mm - settings.csf_rim_mm, voxel_mm, maps.affine, True)
+    flat = np.ones_like(anatomy.brain)
+    image = clean_image(anatomy, {**BRAIN_TISSUES, **HEAD_TISSUES}, Texture(flat, flat, flat), PROTOCOLS[contrast])
+    return SubjectPhantom("template", {contrast: image}, anatomy, {**BRAIN_TISSUES, **HEAD_TISSUES}, {})
 
 
 def draw_tissues(rng: np.random.Generator, variation: float) -> dict[str, Tissue]:

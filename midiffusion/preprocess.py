@@ -16,7 +16,7 @@ import numpy as np
 
 from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
 from .metrics import dice_per_class
-from .template import load_template
+from .phantom import reference_head
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,17 @@ def n4(image: ants.ANTsImage) -> ants.ANTsImage:
     return ants.n4_bias_field_correction(shifted, shrink_factor=4)
 
 
-def extract_brain(target: ants.ANTsImage, voxel_mm: float) -> np.ndarray:
-    """Brain mask of the target image by registering the ICBM152 template to it (affine then SyN)
-    and warping the template's brain mask; returns a bool array on the target grid."""
-    template = load_template(max(1.0, float(round(voxel_mm))))
-    moving = _to_ants(template.t1, template.affine)
-    mask = _to_ants(template.brain, template.affine)
+def extract_brain(target: ants.ANTsImage, contrast: str, voxel_mm: float) -> np.ndarray:
+    """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
+    the ICBM152 template (phantom.reference_head), is registered to it (affine then SyN) and the
+    reference's brain is warped back. Returns a bool array on the target grid."""
+    reference = reference_head(max(1.0, float(round(voxel_mm))), contrast)
+    affine = reference.anatomy.affine
+    moving = _to_ants(reference.images[contrast], affine)
+    brain = _to_ants(reference.anatomy.brain, affine)
     with tempfile.TemporaryDirectory() as tmp:
         reg = ants.registration(target, moving, type_of_transform="SyN", outprefix=f"{tmp}/tpl_")
-        warped = ants.apply_transforms(target, mask, reg["fwdtransforms"], interpolator="linear")
+        warped = ants.apply_transforms(target, brain, reg["fwdtransforms"], interpolator="linear")
     return warped.numpy() > 0.5
 
 
@@ -141,7 +143,7 @@ def preprocess_subject(
         corrected = {c: n4(image) for c, image in corrected.items()}
     fixed = corrected[inputs.target]
     if brain_extraction == "template":
-        mask = check_mask(extract_brain(fixed, float(target_volume.voxel_mm.mean())), out_dir / "brainmask.nii.gz")
+        mask = check_mask(extract_brain(fixed, inputs.target, float(target_volume.voxel_mm.mean())), out_dir / "brainmask.nii.gz")
     truth = read_json(inputs.misalignment) if inputs.misalignment else {}
     atropos = atropos_labels(fixed, mask, inputs.target)
     qc: dict[str, float] = {}

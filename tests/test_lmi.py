@@ -19,14 +19,7 @@ from midiffusion.lmi import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine every OpenMP barrier
-    can wait a scheduler slice (measured: 50x slower with 2 threads than with 1 under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(v: float, bins: int, sigma: float) -> list[float]:
