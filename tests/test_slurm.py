@@ -24,9 +24,10 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 CONFIGFILE = REPO / "config" / "ci.yaml"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "profiles" / "local"
-GPU_PROFILE = REPO / "profiles" / "slurm-gpu"
+# The test cluster has no GPU: this layer sets the rules' `gpu=1` to 0.
+CPU_LAYER = REPO / "profiles" / "slurm-cpu"
 # Small target set: every job of it becomes one SLURM job (~15-25 s each on 2 cores).
-TARGETS = ["results/tables/registration.csv"]
+TARGETS = ["results/preprocessed/sub-01/qc.json"]
 RUN_TIMEOUT_S = 900
 # Outputs upstream of any ANTs registration are bit-identical between two runs. ANTs
 # registration (template brain extraction, source-to-target rigid) is not reproducible run
@@ -45,6 +46,13 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
+def _node_usable(state: str) -> bool:
+    """A compact sinfo node state (%t) that takes jobs: idle, mix, alloc, comp (finishing) ..."""
+    unusable = ("down", "drain", "drng", "fail", "maint", "unk", "inval", "boot", "resv")
+    # A trailing "*" means slurmd does not answer.
+    return not state.endswith("*") and not state.startswith(unusable)
+
+
 def _cluster_problem() -> str | None:
     """Why no SLURM cluster can take jobs here, or None when one can."""
     for tool in ("sinfo", "sbatch", "sacct"):
@@ -58,7 +66,7 @@ def _cluster_problem() -> str | None:
         return "sinfo did not answer within 20 s: slurmctld is not running"
     if states.returncode != 0:
         return f"sinfo failed, the cluster does not answer: {states.stderr.strip()}"
-    if not any(s.startswith(("idle", "mix", "alloc")) for s in states.stdout.split()):
+    if not any(_node_usable(state) for state in states.stdout.split()):
         return f"no SLURM node can run jobs (node states: {states.stdout.split()})"
     accounting = subprocess.run(["sacct", "-n", "-X"], capture_output=True, text=True)
     if accounting.returncode != 0:
@@ -93,16 +101,19 @@ def _job_env() -> dict[str, str]:
     return env
 
 
-def _run_workflow(directory: Path, profile: Path) -> Run:
-    directory.mkdir(parents=True)
-    command = [
+def _snakemake(directory: Path, *args: str) -> list[str]:
+    return [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(SNAKEFILE),
         "--directory", str(directory),
         "--configfile", str(CONFIGFILE),
-        "--profile", str(profile),
-        *TARGETS,
+        *args,
     ]  # fmt: skip
+
+
+def _run_workflow(directory: Path, *profiles: str) -> Run:
+    directory.mkdir(parents=True)
+    command = _snakemake(directory, *profiles, *TARGETS)
     done = subprocess.run(
         command,
         capture_output=True,
@@ -118,12 +129,17 @@ def _run_workflow(directory: Path, profile: Path) -> Run:
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory) -> Run:
-    return _run_workflow(tmp_path_factory.mktemp("slurm") / "run", SLURM_PROFILE)
+    return _run_workflow(
+        tmp_path_factory.mktemp("slurm") / "run",
+        *("--profile", str(SLURM_PROFILE), "--workflow-profile", str(CPU_LAYER)),
+    )
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory) -> Run:
-    return _run_workflow(tmp_path_factory.mktemp("local") / "run", LOCAL_PROFILE)
+    return _run_workflow(
+        tmp_path_factory.mktemp("local") / "run", "--profile", str(LOCAL_PROFILE)
+    )
 
 
 def _profile_resources() -> dict[str, str]:
@@ -234,13 +250,15 @@ def test_slurm_outputs_match_a_local_run(slurm_run, local_run):
         )
 
 
-def test_gpu_layer_names_rules_of_the_workflow(tmp_path):
-    # A renamed rule would silently lose its GPU: the layer must name existing rules.
-    rules = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE),
-         "--configfile", str(CONFIGFILE), "--list-rules"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    ).stdout.split()  # fmt: skip
-    layer = yaml.safe_load((GPU_PROFILE / "config.yaml").read_text())
-    gpu_rules = {r for r, res in layer["set-resources"].items() if res.get("gpu")}
-    assert gpu_rules and gpu_rules <= set(rules), gpu_rules - set(rules)
+def test_cpu_layer_removes_every_gpu_request(tmp_path):
+    # Dry run of the whole workflow: a rule that asks for a GPU but is missing from the
+    # layer (new or renamed) would be refused by a CPU-only cluster.
+    command = _snakemake(
+        tmp_path, "--dry-run", "--profile", str(SLURM_PROFILE), "--workflow-profile", str(CPU_LAYER)
+    )
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    plan = done.stdout + done.stderr
+    assert done.returncode == 0, plan[-3000:]
+    assert "gpu=0" in plan, "the CPU layer was not applied"
+    asking = re.findall(r"rule (\w+):(?:(?!\nrule ).)*?gpu=[1-9]", plan, flags=re.S)
+    assert not asking, f"jobs still asking for a GPU: {sorted(set(asking))}"

@@ -1,0 +1,53 @@
+"""Killing the workflow during diffusion training and starting it again resumes from the last
+checkpoint and redoes no finished job."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import BIN, ROOT, snakemake
+
+pytestmark = pytest.mark.slow
+MODEL = "results/diffusion/model.pt"
+
+
+def test_killed_training_resumes_from_checkpoint(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    config["diffusion"].update(steps=600, checkpoint_every=5)
+    configfile = tmp_path / "resume.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+
+    first = subprocess.Popen(
+        [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(workdir),
+         "--configfile", str(configfile), "--cores", "2", MODEL],
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    checkpoint = workdir / "results/diffusion/checkpoint.pt"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(1)
+    assert checkpoint.exists(), "training never wrote a checkpoint"
+    os.killpg(first.pid, signal.SIGKILL)  # the whole job tree, as a crash or a lost node would
+    first.wait()
+    assert not (workdir / MODEL).exists(), "training finished before it could be interrupted"
+    finished = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file() and "diffusion" not in p.parts}
+
+    snakemake(workdir, "--unlock", configfile=configfile)  # a hard kill leaves the lock behind, as for a user
+    second = snakemake(workdir, "--cores", "2", MODEL, configfile=configfile)
+    assert "train_diffusion" in second.stderr
+    for rule in ("cohort", "preprocess", "slices"):
+        assert f"rule {rule}:" not in second.stderr, f"{rule} was redone"
+    assert finished == {p: p.stat().st_mtime_ns for p in finished}, "a finished output was rewritten"
+    log = (workdir / "logs/train_diffusion.log").read_text()
+    start = int(log.rsplit("start_step=", 1)[1].split(",")[0])
+    assert start >= 5, f"training restarted from {start}"
+    losses = pd.read_csv(workdir / "results/diffusion/loss.csv")
+    assert list(losses["step"]) == list(range(1, 601)), "loss.csv has gaps or repeated steps"
