@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,17 @@ from .io import InputError
 IXI_CONTRASTS = {"T1": "T1w", "T2": "T2w", "PD": "PDw"}
 IXI_PATTERN = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<n>\d+)-(?P<contrast>T1|T2|PD)\.nii(\.gz)?$")
 BIDS_PATTERN = re.compile(r"^sub-(?P<id>[A-Za-z0-9]+)(_ses-[A-Za-z0-9]+)?_(?P<contrast>T1w|T2w|PDw)\.nii(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """images: subject -> {contrast: path} for subjects with every contrast; skipped: subject -> missing contrasts."""
+
+    images: dict[str, dict[str, Path]]
+    skipped: dict[str, list[str]]
+
+    def skipped_message(self, root: str | Path) -> str:
+        return f"{root}: {len(self.skipped)} subject(s) skipped for missing contrasts: {self.skipped}"
 
 
 @dataclass(frozen=True)
@@ -39,9 +49,9 @@ def phantom_misalignment(root: str | Path, subject: str) -> Path:
     return Path(root) / f"sub-{subject}" / "anat" / f"sub-{subject}_misalignment.json"
 
 
-def find_subjects(layout: str, root: str | Path, contrasts: list[str]) -> dict[str, dict[str, Path]]:
-    """subject -> {contrast: path} for every subject that has all `contrasts`; the others are listed
-    in a warning. The first session is used where a BIDS subject has several."""
+def find_subjects(layout: str, root: str | Path, contrasts: list[str]) -> Cohort:
+    """The subjects that have all `contrasts`, and those skipped for a missing one.
+    The first session is used where a BIDS subject has several."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"data.root: {root} is not a folder")
@@ -52,13 +62,12 @@ def find_subjects(layout: str, root: str | Path, contrasts: list[str]) -> dict[s
     else:
         raise InputError(f"data.layout: unknown layout {layout!r}")
     complete = {s: images for s, images in found.items() if all(c in images for c in contrasts)}
-    incomplete = sorted(set(found) - set(complete))
-    if incomplete:
-        missing = {s: sorted(set(contrasts) - set(found[s])) for s in incomplete}
-        warnings.warn(f"{root}: {len(incomplete)} subject(s) skipped for missing contrasts: {missing}", stacklevel=2)
     if not complete:
         raise InputError(f"{root}: no subject with all of {contrasts} in the {layout} layout")
-    return {s: {c: complete[s][c] for c in contrasts} for s in sorted(complete)}
+    return Cohort(
+        images={s: {c: complete[s][c] for c in contrasts} for s in sorted(complete)},
+        skipped={s: sorted(set(contrasts) - set(found[s])) for s in sorted(set(found) - set(complete))},
+    )
 
 
 def _scan(paths, pattern: re.Pattern, key) -> dict[str, dict[str, Path]]:

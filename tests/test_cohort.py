@@ -19,10 +19,11 @@ def test_ixi_subjects_with_every_contrast_are_used_and_the_rest_listed(tmp_path)
                  "IXI013-HH-1212-T1", "IXI013-HH-1212-T2"]:  # IXI013 has no PD
         _touch(tmp_path / f"{name}.nii.gz")
     (tmp_path / "IXI002-Guys-0828-MRA.nii.gz").write_text("ignored")
-    with pytest.warns(UserWarning, match=r"1 subject\(s\) skipped.*'013': \['PDw'\]"):
-        found = find_subjects("ixi", tmp_path, CONTRASTS)
-    assert sorted(found) == ["002", "012"]
-    assert found["012"]["PDw"].name == "IXI012-HH-1211-PD.nii.gz"
+    cohort = find_subjects("ixi", tmp_path, CONTRASTS)
+    assert sorted(cohort.images) == ["002", "012"]
+    assert cohort.skipped == {"013": ["PDw"]}
+    assert "1 subject(s) skipped" in cohort.skipped_message(tmp_path)
+    assert cohort.images["012"]["PDw"].name == "IXI012-HH-1211-PD.nii.gz"
 
 
 def test_bids_with_and_without_sessions(tmp_path):
@@ -31,7 +32,7 @@ def test_bids_with_and_without_sessions(tmp_path):
         for contrast in CONTRASTS:
             tag = f"_{session}" if session else ""
             _touch(anat / f"sub-{subject}{tag}_{contrast}.nii.gz")
-    found = find_subjects("bids", tmp_path, CONTRASTS)
+    found = find_subjects("bids", tmp_path, CONTRASTS).images
     assert sorted(found) == ["01", "02"]
     assert "ses-1" in str(found["02"]["T1w"])  # the first session
     assert found["01"]["T2w"] == phantom_image(tmp_path, "01", "T2w")

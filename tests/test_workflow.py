@@ -82,9 +82,33 @@ def test_schema_rejects_bad_config_with_readable_message(tmp_path):
     bad.write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "--dry-run", configfile=bad, check=False)
     assert result.returncode != 0
-    assert "sizee" in result.stderr and "Additional properties" in result.stderr
+    output = result.stdout + result.stderr
+    assert "sizee" in output and "Additional properties" in output
     config["slices"].pop("sizee")
     config["sampling"]["sampler"] = "euler"
     bad.write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "--dry-run", configfile=bad, check=False)
-    assert result.returncode != 0 and "euler" in result.stderr
+    assert result.returncode != 0 and "euler" in result.stdout + result.stderr
+
+
+def test_ixi_folder_plans_every_complete_subject(tmp_path):
+    """config/ixi.yaml on a folder with the real IXI naming: complete subjects planned, Atropos labels."""
+    from midiffusion.io import save_volume
+
+    data = tmp_path / "IXI"
+    for subject in ["002-Guys-0828", "012-HH-1211", "013-HH-1212", "014-HH-1236"]:
+        for contrast in ["T1", "T2", "PD"]:
+            save_volume(data / f"IXI{subject}-{contrast}.nii.gz", np.ones((4, 4, 4)), np.eye(4))
+    (data / "IXI014-HH-1236-PD.nii.gz").unlink()
+    config = yaml.safe_load((ROOT / "config" / "ixi.yaml").read_text())
+    config["data"]["root"] = str(data)
+    config["split"]["n_test"] = 1
+    configfile = tmp_path / "ixi.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--dry-run", configfile=configfile)
+    assert "'014': ['PDw']" in result.stderr + result.stdout
+    planned = result.stdout
+    assert "preprocess" in planned and "cohort" not in planned.split("Job stats")[1].split("Reasons")[0]
+    for subject in ("002", "012", "013"):
+        assert f"IXI{subject}-" in planned
+    assert "--labels" not in planned  # no label files given: preprocessing makes Atropos labels

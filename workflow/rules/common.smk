@@ -1,5 +1,6 @@
 # Config validation, the cohort (subjects and split) and the input functions.
 import json
+import sys
 
 from snakemake.utils import validate
 
@@ -29,7 +30,10 @@ if PHANTOM:
         for s in SUBJECTS
     }
 else:
-    IMAGES = find_subjects(DATA["layout"], DATA["root"], [TARGET, *SOURCES])
+    COHORT = find_subjects(DATA["layout"], DATA["root"], [TARGET, *SOURCES])
+    if COHORT.skipped:
+        print(f"Warning: {COHORT.skipped_message(DATA['root'])}", file=sys.stderr)
+    IMAGES = COHORT.images
     SUBJECTS = sorted(IMAGES)
 if DATA.get("subjects"):
     SUBJECTS = [s for s in SUBJECTS if s in set(DATA["subjects"])]

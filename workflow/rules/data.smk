@@ -65,7 +65,7 @@ rule preprocess:
         args=preprocess_args,
         target=TARGET,
         out_dir=PRE,
-    threads: 2
+    threads: 1  # ITK scales poorly past one thread here: subjects in parallel use the cores better
     resources:
         mem_mb=4000,
         runtime=30,
