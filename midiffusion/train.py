@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import csv
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from midiffusion.config import from_dict
 from midiffusion.io import InputError, atomic_path
 from midiffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, lmi_condition, local_mutual_information, to_unit
 from midiffusion.schedule import DDPMSchedule
@@ -71,11 +72,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build from a plain (YAML / JSON) dict: unknown keys and values of the wrong type raise InputError."""
-        known = {field.name: field.type for field in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise InputError(f"training config: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**{name: _convert(name, known[name], value) for name, value in values.items()})
+        return from_dict(cls, values, "training")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,27 +96,6 @@ class TrainConfig:
 
     def build_schedule(self) -> DDPMSchedule:
         return DDPMSchedule(self.timesteps, self.beta_start, self.beta_end)
-
-
-def _convert(name: str, kind: str, value: Any) -> Any:
-    """Check / convert one config value to its field's type (annotations are strings here)."""
-    try:
-        if kind == "tuple[int, ...]":
-            if not isinstance(value, (list, tuple)):
-                raise TypeError
-            return tuple(_convert(name, "int", item) for item in value)
-        if kind == "int":
-            if isinstance(value, bool) or int(value) != value:
-                raise TypeError
-            return int(value)
-        if kind == "float":
-            # float() also takes "3e-4", which YAML 1.1 loaders return as a string.
-            return float(value)
-        if not isinstance(value, str):
-            raise TypeError
-        return value
-    except (TypeError, ValueError):
-        raise InputError(f"training config: {name} = {value!r} is not of type {kind}") from None
 
 
 @dataclass
