@@ -1,0 +1,38 @@
+"""Summarise Snakemake's per-job benchmark files (benchmarks/**/*.tsv) into one CSV per rule:
+jobs, total and max wall seconds, peak RSS (MB). Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT]"""
+
+import argparse
+import os
+import platform
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--benchmarks", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    rows = []
+    for path in sorted(args.benchmarks.rglob("*.tsv")):
+        rule = path.relative_to(args.benchmarks).parts[0].removesuffix(".tsv")
+        table = pd.read_csv(path, sep="\t").iloc[-1]  # the latest run of that job
+        rows.append({"rule": rule, "seconds": float(table["s"]), "max_rss_mb": float(table["max_rss"])})
+    jobs = pd.DataFrame(rows)
+    summary = jobs.groupby("rule", sort=False).agg(
+        jobs=("seconds", "size"), total_s=("seconds", "sum"), max_job_s=("seconds", "max"), peak_rss_mb=("max_rss_mb", "max")
+    ).reset_index()
+    summary.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus")
+    summary.insert(0, "date", date.today().isoformat())
+    summary["note"] = args.note
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    summary.round(1).to_csv(args.out, index=False)
+    print(summary.round(1).to_string(index=False))
+    print(f"sum of job wall times: {summary['total_s'].sum() / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
