@@ -3,7 +3,6 @@ intensity normalisation, and the registration error on the phantom where the tru
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from .io import InputError, atomic_path, check_mask, check_same_grid, load_volum
 from .metrics import dice_per_class
 from .phantom import reference_head
 
-log = logging.getLogger(__name__)
 
 Registration = Literal["Rigid", "Affine"]
 BrainExtraction = Literal["template", "labels"]
