@@ -134,6 +134,7 @@ def cmd_nnunet_predict(args: argparse.Namespace) -> None:
     outputs = segment_volumes(
         _nnunet_dirs(args), args.dataset_id, [(Path(i), Path(o)) for i, o in args.case],
         configuration=args.configuration, trainer=args.trainer, device=args.device, num_processes=args.num_processes,
+        mirroring=args.mirroring,
     )
     print(f"{len(outputs)} segmentations written")
 
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nnunet-predict", help="segment volumes with the trained nnU-Net")
     _add_nnunet_common(p)
     p.add_argument("--case", nargs=2, action="append", required=True, metavar=("IMAGE", "SEGMENTATION"))
+    p.add_argument("--no-mirroring", dest="mirroring", action="store_false",
+                   help="no test-time mirroring: 4x fewer forward passes in 2d, slightly lower Dice")
     p.set_defaults(func=cmd_nnunet_predict)
 
     p = sub.add_parser("evaluate", help="Dice and image metrics of one method's test cases")

@@ -90,6 +90,7 @@ rule nnunet_predict:
         [f"results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case in test_cases(m)],
     params:
         nnunet=nnunet_args(),
+        mirroring="" if NNUNET.get("mirroring", True) else "--no-mirroring",
         cases=" ".join(
             f"--case {path} results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case, path in test_cases(m).items()
         ),
@@ -105,4 +106,4 @@ rule nnunet_predict:
     conda:
         "../../envs/segmentation.yaml"
     shell:
-        "midiffusion nnunet-predict {params.nnunet} {params.cases} > {log} 2>&1"
+        "midiffusion nnunet-predict {params.nnunet} {params.mirroring} {params.cases} > {log} 2>&1"
