@@ -1,6 +1,8 @@
 """Summary statistics, tables and figures on hand-made frames and tiny synthetic NIfTIs."""
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from midiffusion.report import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _long_frame() -> pd.DataFrame:
@@ -157,3 +160,22 @@ def test_plot_sampler_curve_writes_png(tmp_path):
     pd.DataFrame({"sampler": ["ddim"], "steps": [10]}).to_csv(csv, index=False)
     with pytest.raises(InputError, match="psnr"):
         plot_sampler_curve(csv, tmp_path / "bad.png")
+
+
+def _readme_script():
+    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "scripts" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_summary_replaces_only_the_marked_block():
+    readme = "intro\n<!-- summary:start -->\nold\n<!-- summary:end -->\nrest\n"
+    updated = _readme_script().readme_with_summary(readme, "# Evaluation summary\n\n| a |\n|---|\n| 1 |\n")
+    assert updated == "intro\n<!-- summary:start -->\n| a |\n|---|\n| 1 |\n<!-- summary:end -->\nrest\n"
+
+
+def test_readme_shows_the_committed_summary_table():
+    readme = (ROOT / "README.md").read_text()
+    summary = (ROOT / "results" / "tables" / "summary.md").read_text()
+    assert _readme_script().readme_with_summary(readme, summary) == readme, "run scripts/readme_results.py"
