@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .io import atomic_path, check_mask, check_same_grid, load_volume
-from .metrics import image_metrics
+from .io import atomic_path, check_mask, check_same_grid, load_volume, save_volume
+from .metrics import dice_per_class, image_metrics
 from .sampling import sample
 from .slices import BACKGROUND, slice_geometry, slices_to_volume, volume_to_slices
 from .train import load_model
+
+# Segments (image, output) pairs into label maps, e.g. functools.partial(segment.segment_volumes, ...).
+Segmenter = Callable[[list[tuple[Path, Path]]], Sequence[Path]]
 
 
 def benchmark_sampling(
@@ -26,14 +31,20 @@ def benchmark_sampling(
     mask_path: Path,
     out_path: Path,
     *,
-    ddim_steps: list[int] = (25, 50, 100),
+    ddim_steps: Sequence[int] = (25, 50, 100),
     n_slices: int = 8,
+    eta: float = 0.0,
+    guidance_scale: float = 1.0,
     seed: int = 0,
     device: str = "auto",
+    labels_path: Path | None = None,
+    segmenter: Segmenter | None = None,
 ) -> pd.DataFrame:
     """Translate the `n_slices` central brain slices with DDPM (all T steps) and DDIM (each of
-    `ddim_steps`), same initial noise; write one row per setting: PSNR / SSIM / MAE against the real
-    target inside the brain on those slices, UNet calls and wall time per slice."""
+    `ddim_steps`, with `eta`), same initial noise and guidance scale; write one row per setting:
+    PSNR / SSIM / MAE against the real target inside the brain on those slices, UNet calls and wall
+    time per slice. With `labels_path` and `segmenter` (the trained nnU-Net), also the Dice per class
+    of the segmented translations on those slices (columns dice_CSF, dice_GM, dice_WM, dice_mean)."""
     loaded = load_model(model_path, device)
     source, target, mask_volume = (load_volume(p) for p in (source_path, target_path, mask_path))
     check_same_grid([source, target, mask_volume])
@@ -46,23 +57,41 @@ def benchmark_sampling(
     in_slices[:, :, list(chosen)] = mask[:, :, list(chosen)]
     device_ = next(loaded.model.parameters()).device
     batch = torch.from_numpy(volume_to_slices(source.data, geometry)).to(device_)
-    rows = []
+    rows, volumes = [], []
     for sampler, steps in [("ddpm", loaded.schedule.timesteps), *[("ddim", s) for s in ddim_steps]]:
         start = time.perf_counter()
         result = sample(
-            loaded.model, loaded.schedule, batch, sampler=sampler, steps=steps,
-            lmi_kwargs=loaded.config.lmi_kwargs(), generator=torch.Generator().manual_seed(seed),
+            loaded.model, loaded.schedule, batch, sampler=sampler, steps=steps, eta=eta,
+            guidance_scale=guidance_scale, lmi_kwargs=loaded.config.lmi_kwargs(),
+            generator=torch.Generator().manual_seed(seed),
         )
         seconds = time.perf_counter() - start
-        volume = np.where(in_slices, slices_to_volume(result.images.cpu().numpy(), geometry), BACKGROUND)
-        metrics = image_metrics(volume, target.data, in_slices)
+        volumes.append(np.where(in_slices, slices_to_volume(result.images.cpu().numpy(), geometry), BACKGROUND))
         rows.append({
             "date": date.today().isoformat(), "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-            "device": device_.type, "sampler": sampler, "steps": steps, "network_calls": result.network_calls,
-            "n_slices": len(chosen), "seconds_per_slice": seconds / len(chosen), **metrics,
+            "device": device_.type, "sampler": sampler, "steps": steps, "eta": 1.0 if sampler == "ddpm" else eta,
+            "guidance_scale": guidance_scale, "network_calls": result.network_calls, "n_slices": len(chosen),
+            "seconds_per_slice": seconds / len(chosen), **image_metrics(volumes[-1], target.data, in_slices),
         })
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
+    if segmenter is not None and labels_path is not None:
+        dice = _dice_on_slices(volumes, source.affine, load_volume(labels_path).data, in_slices, segmenter)
+        table = pd.concat([table, dice], axis=1)
     with atomic_path(out_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     return table
+
+
+def _dice_on_slices(
+    volumes: list[np.ndarray], affine: np.ndarray, labels: np.ndarray, in_slices: np.ndarray, segmenter: Segmenter
+) -> pd.DataFrame:
+    """Segment each volume (one nnU-Net run for all) and score it on the benchmark slices only."""
+    truth = np.where(in_slices, labels, 0)
+    with tempfile.TemporaryDirectory(prefix="midiffusion-benchmark.") as tmp:
+        pairs = [(Path(tmp) / f"image{i}.nii.gz", Path(tmp) / "seg" / f"image{i}.nii.gz") for i in range(len(volumes))]
+        for volume, (image, _) in zip(volumes, pairs):
+            save_volume(image, volume, affine)
+        segmentations = [load_volume(path).data for path in segmenter(pairs)]
+    scores = [dice_per_class(np.where(in_slices, seg, 0), truth) for seg in segmentations]
+    return pd.DataFrame(scores).add_prefix("dice_")

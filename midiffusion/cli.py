@@ -4,6 +4,7 @@ package function; heavy imports happen inside the subcommand so that `--help` st
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -88,8 +89,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
 def cmd_benchmark_sampling(args: argparse.Namespace) -> None:
     from .benchmark import benchmark_sampling
 
+    segmenter = _segmenter(args) if args.root else None
+    if (segmenter is None) != (args.labels is None):
+        raise InputError("benchmark-sampling: Dice needs both --labels and the nnU-Net model (--root, --dataset-id)")
     benchmark_sampling(args.model, args.source, args.target, args.mask, args.out,
-                       ddim_steps=args.ddim_steps, n_slices=args.n_slices, device=args.device)
+                       ddim_steps=args.ddim_steps, n_slices=args.n_slices, eta=args.eta,
+                       guidance_scale=args.guidance_scale, device=args.device,
+                       labels_path=args.labels, segmenter=segmenter)
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
@@ -128,14 +134,18 @@ def cmd_nnunet_train(args: argparse.Namespace) -> None:
                 device=args.device, num_processes=args.num_processes))
 
 
-def cmd_nnunet_predict(args: argparse.Namespace) -> None:
+def _segmenter(args: argparse.Namespace):
+    """segment_volumes bound to the trained nnU-Net model the arguments name."""
     from .segment import segment_volumes
 
-    outputs = segment_volumes(
-        _nnunet_dirs(args), args.dataset_id, [(Path(i), Path(o)) for i, o in args.case],
-        configuration=args.configuration, trainer=args.trainer, device=args.device, num_processes=args.num_processes,
-        mirroring=args.mirroring,
+    return functools.partial(
+        segment_volumes, _nnunet_dirs(args), args.dataset_id, configuration=args.configuration,
+        trainer=args.trainer, device=args.device, num_processes=args.num_processes, mirroring=args.mirroring,
     )
+
+
+def cmd_nnunet_predict(args: argparse.Namespace) -> None:
+    outputs = _segmenter(args)([(Path(i), Path(o)) for i, o in args.case])
     print(f"{len(outputs)} segmentations written")
 
 
@@ -158,13 +168,19 @@ def cmd_figure(args: argparse.Namespace) -> None:
     make_figure(args.kind, args.inputs, args.out, subject=args.subject)
 
 
-def _add_nnunet_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, required=True, help="folder holding nnUNet_raw/_preprocessed/_results")
-    parser.add_argument("--dataset-id", type=int, required=True)
+def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, device: bool = True) -> None:
+    parser.add_argument("--root", type=Path, required=required, help="folder holding nnUNet_raw/_preprocessed/_results")
+    parser.add_argument("--dataset-id", type=int, required=required)
     parser.add_argument("--configuration", default="2d")
     parser.add_argument("--trainer", default="nnUNetTrainer")
-    parser.add_argument("--device", default="auto")
+    if device:
+        parser.add_argument("--device", default="auto")
     parser.add_argument("--num-processes", type=int, default=2)
+
+
+def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-mirroring", dest="mirroring", action="store_false",
+                        help="no test-time mirroring: 4x fewer forward passes in 2d, slightly lower Dice")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,8 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", type=Path, required=True)
     p.add_argument("--ddim-steps", type=int, nargs="+", default=[25, 50, 100])
     p.add_argument("--n-slices", type=int, default=8)
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like noise)")
+    p.add_argument("--guidance-scale", type=float, default=1.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--labels", type=Path, help="ground-truth labels: with the nnU-Net options, adds Dice columns")
+    _add_nnunet_common(p, required=False, device=False)
+    _add_prediction_options(p)
     p.set_defaults(func=cmd_benchmark_sampling)
 
     p = sub.add_parser("baseline", help="a method without diffusion: oracle, none, histmatch")
@@ -266,8 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nnunet-predict", help="segment volumes with the trained nnU-Net")
     _add_nnunet_common(p)
     p.add_argument("--case", nargs=2, action="append", required=True, metavar=("IMAGE", "SEGMENTATION"))
-    p.add_argument("--no-mirroring", dest="mirroring", action="store_false",
-                   help="no test-time mirroring: 4x fewer forward passes in 2d, slightly lower Dice")
+    _add_prediction_options(p)
     p.set_defaults(func=cmd_nnunet_predict)
 
     p = sub.add_parser("evaluate", help="Dice and image metrics of one method's test cases")

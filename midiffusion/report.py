@@ -26,7 +26,7 @@ CLASS_ORDER = (*TISSUE_CLASSES.values(), "mean")
 METRIC_LABELS = {"dice": "Dice", "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE"}
 DECIMALS = {"psnr": 2}  # every other metric: 3 decimals
 LABEL_COLOURS = ("#1f77b4", "#2ca02c", "#d62728")  # CSF, GM, WM
-SAMPLER_COLUMNS = ("sampler", "steps", "psnr", "ssim", "seconds_per_slice")
+SAMPLER_COLUMNS = ("sampler", "network_calls", "psnr", "seconds_per_slice")
 FIGURE_DPI = 120
 GROUP = ["method", "source", "metric", "class"]
 
@@ -248,36 +248,29 @@ def plot_translation_grid(
 
 
 def plot_sampler_curve(csv_path: str | Path, out_path: str | Path) -> Path:
-    """Sampling benchmark: steps (log x) against PSNR and SSIM (left) and seconds per slice (right).
+    """Sampling benchmark against UNet calls per slice (log x): mean Dice when the table has it
+    (column dice_mean), PSNR, and seconds per slice; one line per sampler (and device, if given).
 
-    csv_path: columns sampler, steps, psnr, ssim, seconds_per_slice (one row per setting), and
-    optionally device (then one line per sampler and device).
+    csv_path: columns sampler, network_calls, psnr, seconds_per_slice, one row per setting.
     """
     table = pd.read_csv(csv_path)
     missing = [column for column in SAMPLER_COLUMNS if column not in table.columns]
     if missing:
         raise InputError(f"{csv_path}: missing columns {', '.join(missing)}")
+    panels = [("dice_mean", "Mean Dice (nnU-Net)")] if "dice_mean" in table.columns else []
+    panels += [("psnr", "PSNR in the brain (dB)"), ("seconds_per_slice", "Seconds per slice")]
     keys = ["sampler", "device"] if "device" in table.columns else ["sampler"]
-    figure = Figure(figsize=(10, 4))
-    quality_ax, time_ax = figure.subplots(1, 2)
-    ssim_ax = quality_ax.twinx()
-    for i, (key, group) in enumerate(table.sort_values("steps").groupby(keys, sort=True)):
+    figure = Figure(figsize=(4 * len(panels), 3.6))
+    axes = figure.subplots(1, len(panels))
+    for i, (key, group) in enumerate(table.sort_values("network_calls").groupby(keys, sort=True)):
         label = " on ".join(str(part) for part in key)
-        quality_ax.plot(group["steps"], group["psnr"], "o-", color=f"C{i}", label=label)
-        ssim_ax.plot(group["steps"], group["ssim"], "s--", color=f"C{i}")
-        time_ax.plot(group["steps"], group["seconds_per_slice"], "o-", color=f"C{i}", label=label)
-    for ax in (quality_ax, time_ax):
-        ax.set_xscale("log")
-        ax.set_xlabel("Sampling steps (network calls)")
+        for ax, (column, _) in zip(axes, panels):
+            ax.plot(group["network_calls"], group[column], "o-", color=f"C{i}", label=label)
+    for ax, (column, title) in zip(axes, panels):
+        ax.set(xscale="log", xlabel="UNet calls per slice", title=title)
         ax.grid(alpha=0.3)
-    quality_ax.set_ylabel("PSNR (dB), circles and solid lines")
-    ssim_ax.set_ylabel("SSIM, squares and dashed lines")
-    quality_ax.set_title("Translation quality")
-    quality_ax.legend(fontsize="small", loc="lower right")
-    time_ax.set_yscale("log")
-    time_ax.set_ylabel("Seconds per slice")
-    time_ax.set_title("Sampling time")
-    time_ax.legend(fontsize="small")
+    axes[-1].set_yscale("log")
+    axes[0].legend(fontsize="small")
     return _save(figure, out_path)
 
 

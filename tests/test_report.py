@@ -151,12 +151,15 @@ def test_plot_sampler_curve_writes_png(tmp_path):
     pd.DataFrame({
         "sampler": ["ddpm", "ddim", "ddim", "ddim"],
         "steps": [1000, 10, 50, 100],
+        "network_calls": [1000, 10, 50, 100],
         "psnr": [24.0, 21.0, 23.0, 23.5],
         "ssim": [0.85, 0.75, 0.82, 0.84],
         "seconds_per_slice": [30.0, 0.3, 1.5, 3.0],
         "device": ["cpu"] * 4,
     }).to_csv(csv, index=False)
     _assert_png(plot_sampler_curve(csv, tmp_path / "sampler.png"))
+    pd.read_csv(csv).assign(dice_mean=[0.7, 0.6, 0.65, 0.7]).to_csv(csv, index=False)
+    _assert_png(plot_sampler_curve(csv, tmp_path / "sampler_dice.png"))
     pd.DataFrame({"sampler": ["ddim"], "steps": [10]}).to_csv(csv, index=False)
     with pytest.raises(InputError, match="psnr"):
         plot_sampler_curve(csv, tmp_path / "bad.png")

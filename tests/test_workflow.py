@@ -67,7 +67,11 @@ def test_atropos_labels_agree_with_the_phantom_truth(ci_run):
 def test_sampling_benchmark_compares_ddpm_and_ddim(ci_run):
     table = pd.read_csv(ci_run / "results/benchmarks/sampling.csv")
     assert set(table["sampler"]) == {"ddpm", "ddim"}
-    assert table.loc[table["sampler"] == "ddpm", "network_calls"].item() == CI["diffusion"]["timesteps"]
+    calls_per_step = 1 if CI["sampling"]["guidance_scale"] == 1 else 2  # classifier-free guidance: two
+    assert table.loc[table["sampler"] == "ddpm", "network_calls"].item() == CI["diffusion"]["timesteps"] * calls_per_step
+    # Dice of the nnU-Net segmentation of every setting's slices, next to the image metrics
+    assert table[["dice_CSF", "dice_GM", "dice_WM", "dice_mean"]].notna().all().all()
+    assert table["dice_mean"].between(0, 1).all()
 
 
 def test_rerun_has_nothing_to_do(ci_run):

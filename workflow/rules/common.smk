@@ -43,6 +43,10 @@ PRE = "results/preprocessed/sub-{subject}"
 NNUNET = config["nnunet"]
 NNUNET_ROOT = "results/nnunet"
 NNUNET_DATASET = f"Dataset{NNUNET.get('dataset_id', 501):03d}_{TARGET}"
+NNUNET_MODEL = (
+    f"{NNUNET_ROOT}/nnUNet_results/{NNUNET_DATASET}/{NNUNET['trainer']}__nnUNetPlans__"
+    f"{NNUNET.get('configuration', '2d')}/fold_all/checkpoint_final.pth"
+)
 
 
 wildcard_constraints:
@@ -69,9 +73,11 @@ def json_option(section):
     return json.dumps(config.get(section, {}), sort_keys=True)
 
 
-def nnunet_args():
-    return (
+def nnunet_args(predict=False):
+    """The nnU-Net model's CLI options; predict=True adds the prediction options."""
+    args = (
         f"--root {NNUNET_ROOT} --dataset-id {NNUNET.get('dataset_id', 501)} "
         f"--configuration {NNUNET.get('configuration', '2d')} --trainer {NNUNET['trainer']} "
         f"--num-processes {NNUNET.get('num_processes', 2)}"
     )
+    return args + ("" if NNUNET.get("mirroring", True) or not predict else " --no-mirroring")

@@ -58,11 +58,16 @@ rule benchmark_sampling:
         source=preprocessed(SPLIT.test[0], f"{SOURCES[0]}_norm"),
         target=preprocessed(SPLIT.test[0], f"{TARGET}_norm"),
         mask=preprocessed(SPLIT.test[0], "brainmask"),
+        labels=preprocessed(SPLIT.test[0], "labels"),
+        nnunet=NNUNET_MODEL,
     output:
         "results/benchmarks/sampling.csv",
     params:
         ddim_steps=config.get("benchmark", {}).get("ddim_steps", [25, 50, 100]),
         n_slices=config.get("benchmark", {}).get("n_slices", 8),
+        eta=config["sampling"].get("eta", 0.0),
+        guidance_scale=config["sampling"].get("guidance_scale", 1.0),
+        nnunet=nnunet_args(predict=True),
     threads: 2
     resources:
         mem_mb=4000,
@@ -76,5 +81,6 @@ rule benchmark_sampling:
         "../../envs/diffusion.yaml"
     shell:
         "OMP_NUM_THREADS={threads} midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
-        "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} --out {output} "
+        "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} --eta {params.eta} "
+        "--guidance-scale {params.guidance_scale} --labels {input.labels} {params.nnunet} --out {output} "
         "> {log} 2>&1"

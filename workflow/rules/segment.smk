@@ -1,8 +1,4 @@
 # nnU-Net v2 trained on the target contrast of the training subjects; every method segmented by it.
-NNUNET_MODEL = (
-    f"{NNUNET_ROOT}/nnUNet_results/{NNUNET_DATASET}/{NNUNET['trainer']}__nnUNetPlans__"
-    f"{NNUNET.get('configuration', '2d')}/fold_all/checkpoint_final.pth"
-)
 
 
 def test_cases(method):
@@ -89,8 +85,7 @@ rule nnunet_predict:
     output:
         [f"results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case in test_cases(m)],
     params:
-        nnunet=nnunet_args(),
-        mirroring="" if NNUNET.get("mirroring", True) else "--no-mirroring",
+        nnunet=nnunet_args(predict=True),
         cases=" ".join(
             f"--case {path} results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case, path in test_cases(m).items()
         ),
@@ -106,4 +101,4 @@ rule nnunet_predict:
     conda:
         "../../envs/segmentation.yaml"
     shell:
-        "midiffusion nnunet-predict {params.nnunet} {params.mirroring} {params.cases} > {log} 2>&1"
+        "midiffusion nnunet-predict {params.nnunet} {params.cases} > {log} 2>&1"
