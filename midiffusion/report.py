@@ -269,6 +269,11 @@ def plot_sampler_curve(csv_path: str | Path, out_path: str | Path) -> Path:
     for ax, (column, title) in zip(axes, panels):
         ax.set(xscale="log", xlabel="UNet calls per slice", title=title)
         ax.grid(alpha=0.3)
+    if panels[0][0] == "dice_mean":
+        # At least 0.1 of Dice on the axis, so that differences of 0.01 do not look like a cliff.
+        low, high = table["dice_mean"].min(), table["dice_mean"].max()
+        middle = (low + high) / 2
+        axes[0].set_ylim(min(low, middle - 0.05) - 0.005, max(high, middle + 0.05) + 0.005)
     axes[-1].set_yscale("log")
     axes[0].legend(fontsize="small")
     return _save(figure, out_path)

@@ -10,9 +10,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def user_env() -> dict[str, str]:
+    """The environment of a user who runs `.venv/bin/snakemake` without activating the venv:
+    the venv's bin is not on PATH (the workflow must find `midiffusion` itself)."""
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != BIN.resolve()]
+    return {**os.environ, "PATH": os.pathsep.join(path)}
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path = ROOT / "config" / "ci.yaml", check: bool = True):
-    """Run the project's workflow in `workdir` with the venv's snakemake and midiffusion on PATH."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    """Run the project's workflow in `workdir` with the venv's snakemake, as the README does."""
+    env = user_env()
     command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"),
                "--directory", str(workdir), "--configfile", str(configfile), *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)

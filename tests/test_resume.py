@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, snakemake
+from conftest import BIN, ROOT, snakemake, user_env
 
 pytestmark = pytest.mark.slow
 MODEL = "results/diffusion/model.pt"
@@ -27,7 +27,7 @@ def test_killed_training_resumes_from_checkpoint(tmp_path):
     first = subprocess.Popen(
         [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(workdir),
          "--configfile", str(configfile), "--cores", "2", MODEL],
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        env=user_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     checkpoint = workdir / "results/diffusion/checkpoint.pt"

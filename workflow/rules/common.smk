@@ -1,6 +1,8 @@
 # Config validation, the cohort (subjects and split) and the input functions.
 import json
+import os
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -10,6 +12,10 @@ from midiffusion.translate import DIFFUSION_METHODS
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# Rules call the `midiffusion` command: put the environment snakemake runs from first on PATH,
+# so that `.venv/bin/snakemake` works without activating the venv.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 DATA = config["data"]
 TARGET = DATA["target"]
