@@ -15,7 +15,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from midiffusion.config import from_dict
@@ -50,6 +49,7 @@ class TrainConfig:
     steps: int = 10000
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
+    min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting; 0: plain epsilon MSE (the paper)
     cond_dropout: float = 0.1
     lmi_patch: int = 3
     lmi_window: int = 3
@@ -208,13 +208,24 @@ def _train_step(run: _Run, images: torch.Tensor, self_lmi: torch.Tensor, config:
     cond = torch.where(dropped.view(-1, 1, 1, 1), torch.zeros_like(cond), cond)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         eps = run.model(x_t, t, cond)
-    loss = F.mse_loss(eps.float(), noise)
+    squared_error = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))
+    loss = (squared_error * _loss_weights(run.schedule, t, config.min_snr_gamma)).mean()
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
     run.optimizer.step()
     _update_ema(run, config.ema_decay)
-    return loss.item()
+    return squared_error.mean().item()  # unweighted, so loss curves compare across weightings
+
+
+def _loss_weights(schedule: DDPMSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weights: min(SNR_t, gamma) / SNR_t (Min-SNR-gamma, Hang et al. 2023, for epsilon
+    prediction: less weight on the nearly clean steps, which converge slowly and matter little); ones
+    when gamma is 0."""
+    if gamma <= 0:
+        return torch.ones(t.shape, device=t.device)
+    snr = schedule.alpha_bar[t] / (1 - schedule.alpha_bar[t])
+    return snr.clamp(max=gamma) / snr
 
 
 @torch.no_grad()

@@ -93,6 +93,23 @@ def test_training_lowers_the_loss_and_writes_outputs(tmp_path, blobs):
     assert not all(torch.equal(weights[k], v) for k, v in checkpoint["model"].items())
 
 
+def test_min_snr_weights_spare_the_noisy_steps_and_damp_the_clean_ones():
+    schedule = config().build_schedule()
+    t = torch.tensor([0, 100, 500, 999])
+    assert torch.equal(train_module._loss_weights(schedule, t, 0.0), torch.ones(4))
+    weights = train_module._loss_weights(schedule, t, 5.0)
+    snr = schedule.alpha_bar[t] / (1 - schedule.alpha_bar[t])
+    assert torch.allclose(weights, torch.minimum(snr, torch.tensor(5.0)) / snr)
+    assert weights[0] < 0.01 and weights[-1] == 1  # SNR ~ 1e4 at t = 0, ~ 4e-5 at t = T - 1
+    assert torch.all(weights[1:] >= weights[:-1])
+
+
+def test_min_snr_training_lowers_the_loss(tmp_path, blobs):
+    train(blobs, tmp_path, config(steps=60, lr=2e-3, checkpoint_every=50, min_snr_gamma=5.0), progress=False)
+    losses = read_losses(tmp_path)[1]  # the unweighted epsilon MSE is what loss.csv records
+    assert losses[-10:].mean() < 0.5 * losses[:10].mean()
+
+
 @pytest.fixture(scope="module")
 def reference_losses(blobs, tmp_path_factory):
     """Losses of an uninterrupted 8-step run, the target of the resume tests."""
