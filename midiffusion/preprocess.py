@@ -3,11 +3,12 @@ intensity normalisation, and the registration error on the phantom where the tru
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import ants
 import nibabel as nib
@@ -73,12 +74,25 @@ def atropos_labels(image: ants.ANTsImage, mask: np.ndarray, contrast: str) -> np
     """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask) by ANTs Atropos (k-means
     initialisation, MRF smoothing) of the N4-corrected target image inside the brain mask."""
     mask_image = image.new_image_like(mask.astype(np.float32))
-    result = ants.atropos(a=image, x=mask_image, i="Kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
+    with _private_tempdir():
+        result = ants.atropos(a=image, x=mask_image, i="Kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
     classes = result["segmentation"].numpy().astype(np.uint8)
     labels = np.zeros_like(classes)
     for atropos_class, tissue in enumerate(TISSUES_BY_BRIGHTNESS[contrast], start=1):
         labels[classes == atropos_class] = tissue
     return labels
+
+
+@contextlib.contextmanager
+def _private_tempdir() -> Iterator[None]:
+    """Python's temp folder points to a private one for the block and is removed after it:
+    ants.atropos writes its probability images there (tempfile.mktemp) and never deletes them."""
+    with tempfile.TemporaryDirectory(prefix="midiffusion-ants-") as folder:
+        previous, tempfile.tempdir = tempfile.tempdir, folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
 
 
 def _lps_to_ras(points: np.ndarray) -> np.ndarray:
