@@ -155,6 +155,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     evaluate_cases(args.method, [tuple(case) for case in args.case], args.out)
 
 
+def cmd_intensity_bound(args: argparse.Namespace) -> None:
+    from .report import intensity_bound_tables
+
+    print(intensity_bound_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
+
+
 def cmd_tables(args: argparse.Namespace) -> None:
     from .report import write_tables_from_csv
 
@@ -296,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("SUBJECT", "SOURCE", "SEGMENTATION", "LABELS", "IMAGE", "REFERENCE", "MASK"))
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("intensity-bound", help="Dice of the best voxelwise intensity classifier per contrast")
+    p.add_argument("--case", nargs=5, action="append", required=True,
+                   metavar=("SUBJECT", "CONTRAST", "IMAGE", "LABELS", "MASK"))
+    p.add_argument("--out", type=Path, required=True, help="long CSV")
+    p.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
+    p.set_defaults(func=cmd_intensity_bound)
 
     p = sub.add_parser("tables", help="long and summary tables (CSV, Markdown) from the per-method metrics")
     p.add_argument("--metrics", type=Path, nargs="+", required=True)

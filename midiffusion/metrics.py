@@ -55,6 +55,31 @@ def dice_per_class(
     return scores
 
 
+def intensity_bound_dice(
+    image: np.ndarray, labels: np.ndarray, mask: np.ndarray, bins: int = 64,
+    classes: Mapping[int, str] = TISSUE_CLASSES,
+) -> dict[str, float]:
+    """How much tissue information a contrast's intensities carry: the Dice per class of the best
+    voxelwise intensity classifier, the one that gives every intensity bin (of `bins` over the
+    normalised range [-1, 1]) the tissue class most frequent in it, inside the brain mask.
+
+    It reads the labels of the image it classifies, so it is optimistic: an upper bound for any
+    method that maps intensities voxel by voxel (histogram matching, a perfect intensity
+    translation), though not for one that also uses spatial context. Comparing a source contrast's
+    bound with the target's says how much of the oracle's Dice that source can support.
+    """
+    _check_shapes(image, labels, ("image", "labels"))
+    _check_shapes(image, mask, ("image", "mask"))
+    inside = mask > 0
+    truth = np.where(inside, np.rint(labels).astype(np.int64), 0)
+    codes = sorted(classes)
+    index = np.clip(((image[inside] + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
+    counts = np.stack([np.bincount(index[truth[inside] == code], minlength=bins) for code in codes])
+    pred = np.zeros_like(truth)
+    pred[inside] = np.asarray(codes)[counts.argmax(axis=0)][index]
+    return dice_per_class(pred, truth, classes)
+
+
 def image_metrics(
     image: np.ndarray, reference: np.ndarray, mask: np.ndarray, data_range: float = 2.0
 ) -> dict[str, float]:

@@ -319,6 +319,36 @@ def evaluate_cases(method: str, cases: Sequence[tuple[str, ...]], out_path: str 
     return table
 
 
+def intensity_bound_tables(
+    cases: Sequence[tuple[str, str, str, str, str]], csv_path: str | Path, markdown_path: str | Path
+) -> pd.DataFrame:
+    """metrics.intensity_bound_dice of each case (subject, contrast, image, labels, brain mask): a
+    long CSV (subject, contrast, class, dice) and a Markdown summary, mean ± sd per contrast and class
+    in the order the contrasts first appear."""
+    from midiffusion.io import check_mask
+    from midiffusion.metrics import intensity_bound_dice
+
+    records = []
+    for subject, contrast, *paths in cases:
+        image, labels, mask = volumes = [load_volume(path) for path in paths]
+        check_same_grid(volumes)
+        bound = intensity_bound_dice(image.data, labels.data, check_mask(mask.data, mask.path))
+        records += [{"subject": subject, "contrast": contrast, "class": name, "dice": value}
+                    for name, value in bound.items()]
+    table = pd.DataFrame(records, columns=["subject", "contrast", "class", "dice"])
+    stats = table.groupby(["contrast", "class"], sort=False)["dice"].agg(["mean", "std"])
+    summary = pd.DataFrame([{
+        "Contrast": contrast,
+        **{f"Dice {name}": _format_cell(*stats.loc[(contrast, name)], "dice")
+           for name in [*TISSUE_CLASSES.values(), "mean"]},
+    } for contrast in table["contrast"].unique()])
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_path(markdown_path) as tmp:
+        tmp.write_text(summary.to_markdown(index=False) + "\n")
+    return table
+
+
 def write_tables_from_csv(metrics: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """Concatenate per-method long CSVs and write the long, summary and Markdown tables."""
     long_df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["NaN", "nan"]) for path in metrics])

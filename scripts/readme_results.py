@@ -1,6 +1,6 @@
-"""Copy the default run's summary table (results/tables/summary.md) into README.md between the
-`<!-- summary:start -->` and `<!-- summary:end -->` markers. Usage: python scripts/readme_results.py [--check]
-(--check: exit 1 when README's table differs from results/tables/summary.md, change nothing)."""
+"""Copy the default run's Markdown tables into README.md, each between its `<!-- NAME:start -->` and
+`<!-- NAME:end -->` markers (NAME: summary, intensity_bound). Usage: python scripts/readme_results.py
+[--check] (--check: exit 1 when a README table differs from its results/tables file, change nothing)."""
 
 import argparse
 import re
@@ -8,15 +8,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKERS = re.compile(r"(<!-- summary:start -->\n).*?(\n<!-- summary:end -->)", re.DOTALL)
+TABLES = {"summary": "results/tables/summary.md", "intensity_bound": "results/tables/intensity_bound.md"}
 
 
-def readme_with_summary(readme: str, summary_md: str) -> str:
-    """README text with the summary table (summary.md without its heading) between the markers."""
-    if not MARKERS.search(readme):
-        raise SystemExit("README.md: summary markers not found")
-    table = summary_md.split("\n", 1)[1].strip() if summary_md.startswith("#") else summary_md.strip()
-    return MARKERS.sub(lambda match: match.group(1) + table + match.group(2), readme)
+def readme_with_table(readme: str, name: str, table_md: str) -> str:
+    """README text with a Markdown table (without its heading, if any) between NAME's markers."""
+    markers = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.DOTALL)
+    if not markers.search(readme):
+        raise SystemExit(f"README.md: {name} markers not found")
+    table = table_md.split("\n", 1)[1].strip() if table_md.startswith("#") else table_md.strip()
+    return markers.sub(lambda match: match.group(1) + table + match.group(2), readme)
+
+
+def readme_with_tables(readme: str, root: Path = ROOT) -> str:
+    """README text with every table of TABLES copied in from under root."""
+    for name, path in TABLES.items():
+        readme = readme_with_table(readme, name, (root / path).read_text())
+    return readme
 
 
 def main() -> None:
@@ -25,9 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     readme_path = ROOT / "README.md"
     readme = readme_path.read_text()
-    updated = readme_with_summary(readme, (ROOT / "results/tables/summary.md").read_text())
+    updated = readme_with_tables(readme)
     if args.check:
-        sys.exit(0 if updated == readme else "README.md: results table differs from results/tables/summary.md")
+        sys.exit(0 if updated == readme else "README.md: a results table differs from results/tables")
     readme_path.write_text(updated)
 
 

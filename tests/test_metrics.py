@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from midiffusion.io import InputError, save_volume
-from midiffusion.metrics import collect_metrics, dice_per_class, evaluate_case, image_metrics
+from midiffusion.metrics import collect_metrics, dice_per_class, evaluate_case, image_metrics, intensity_bound_dice
 
 SHAPE = (12, 12, 10)
 
@@ -160,3 +160,41 @@ def test_collect_metrics_long_format():
     assert psnr[["source", "method", "class", "value"]].values.tolist() == [["PDw", "midiffusion", "", 25.0]]
     with pytest.raises(InputError, match="method"):
         collect_metrics([{"subject": "s1", "source": "T2w", "psnr": 1.0}])
+
+
+def test_intensity_bound_separable_contrast_scores_one():
+    labels = np.array([1, 1, 2, 2, 3, 3])
+    image = np.array([-0.8, -0.8, 0.0, 0.0, 0.8, 0.8])
+    bound = intensity_bound_dice(image, labels, np.ones(6))
+    assert bound == {"CSF": 1.0, "GM": 1.0, "WM": 1.0, "mean": 1.0}
+
+
+def test_intensity_bound_flat_contrast_picks_the_commonest_class():
+    labels = np.array([1, 2, 2, 3, 3, 3])
+    bound = intensity_bound_dice(np.zeros(6), labels, np.ones(6))
+    assert bound["CSF"] == 0.0 and bound["GM"] == 0.0
+    assert bound["WM"] == pytest.approx(2 * 3 / (6 + 3))
+
+
+def test_intensity_bound_partial_overlap_by_hand():
+    # One bin holds CSF, CSF, GM (-> CSF), the other GM (-> GM): prediction 1, 1, 1, 2.
+    labels = np.array([1, 1, 2, 2])
+    image = np.array([-0.9, -0.9, -0.9, 0.9])
+    bound = intensity_bound_dice(image, labels, np.ones(4))
+    assert bound["CSF"] == pytest.approx(2 * 2 / (3 + 2))
+    assert bound["GM"] == pytest.approx(2 * 1 / (1 + 2))
+    assert math.isnan(bound["WM"])
+    assert bound["mean"] == pytest.approx((0.8 + 2 / 3) / 2)
+
+
+def test_intensity_bound_ignores_voxels_outside_the_mask():
+    # Outside the mask, a WM voxel shares the CSF intensity: it would make that bin a tie.
+    labels = np.array([1, 2, 3, 3])
+    image = np.array([-0.5, 0.0, 0.5, -0.5])
+    bound = intensity_bound_dice(image, labels, np.array([1, 1, 1, 0]))
+    assert bound["mean"] == 1.0
+
+
+def test_intensity_bound_shape_mismatch_raises():
+    with pytest.raises(InputError, match="mask"):
+        intensity_bound_dice(np.zeros(4), np.ones(4), np.ones(5))

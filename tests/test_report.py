@@ -11,6 +11,7 @@ import pytest
 from midiffusion.io import InputError, save_volume
 from midiffusion.report import (
     GridRow,
+    intensity_bound_tables,
     markdown_table,
     plot_dice,
     plot_sampler_curve,
@@ -174,11 +175,31 @@ def _readme_script():
 
 def test_readme_summary_replaces_only_the_marked_block():
     readme = "intro\n<!-- summary:start -->\nold\n<!-- summary:end -->\nrest\n"
-    updated = _readme_script().readme_with_summary(readme, "# Evaluation summary\n\n| a |\n|---|\n| 1 |\n")
+    updated = _readme_script().readme_with_table(readme, "summary", "# Evaluation summary\n\n| a |\n|---|\n| 1 |\n")
     assert updated == "intro\n<!-- summary:start -->\n| a |\n|---|\n| 1 |\n<!-- summary:end -->\nrest\n"
 
 
-def test_readme_shows_the_committed_summary_table():
+def test_readme_shows_the_committed_tables():
     readme = (ROOT / "README.md").read_text()
-    summary = (ROOT / "results" / "tables" / "summary.md").read_text()
-    assert _readme_script().readme_with_summary(readme, summary) == readme, "run scripts/readme_results.py"
+    assert _readme_script().readme_with_tables(readme) == readme, "run scripts/readme_results.py"
+
+
+def test_intensity_bound_tables_per_contrast(tmp_path):
+    labels = np.repeat(np.array([1, 2, 3])[:, None, None], 2, axis=1).repeat(2, axis=2).astype(np.float32)
+    affine = np.eye(4)
+    images = {"T1w": labels / 2 - 1, "PDw": np.zeros_like(labels)}  # separable, flat
+    cases = []
+    for subject in ("s1", "s2"):
+        for name, data in [("labels", labels), ("mask", np.ones_like(labels)), *images.items()]:
+            save_volume(tmp_path / f"{subject}_{name}.nii.gz", data, affine)
+        cases += [(subject, contrast, *(str(tmp_path / f"{subject}_{n}.nii.gz") for n in (contrast, "labels", "mask")))
+                  for contrast in images]
+    table = intensity_bound_tables(cases, tmp_path / "bound.csv", tmp_path / "bound.md")
+    means = table[table["class"] == "mean"].groupby("contrast")["dice"].mean()
+    assert means["T1w"] == 1.0
+    assert means["PDw"] == pytest.approx(1 / 3 * (2 * 4 / (12 + 4)))  # all called CSF (first of a tie)
+    assert pd.read_csv(tmp_path / "bound.csv").shape == (2 * 2 * 4, 4)
+    markdown = (tmp_path / "bound.md").read_text().splitlines()
+    assert markdown[0].split("|")[1].strip() == "Contrast"
+    assert [line.split("|")[1].strip() for line in markdown[2:]] == ["T1w", "PDw"]
+    assert "1.000 ± 0.000" in markdown[2]

@@ -58,6 +58,14 @@ def test_registration_table_shows_recovered_misalignment(ci_run):
     assert (table["error_after_mm"] < voxel).all()
 
 
+def test_intensity_bound_table_covers_every_contrast(ci_run):
+    table = pd.read_csv(ci_run / "results/tables/intensity_bound.csv")
+    assert set(table["contrast"]) == {CI["data"]["target"], *SOURCES}
+    assert len(table) == CI["split"]["n_test"] * (1 + len(SOURCES)) * 4
+    assert table["dice"].between(0, 1).all()
+    assert (ci_run / "results/tables/intensity_bound.md").read_text().startswith("| Contrast")
+
+
 def test_atropos_labels_agree_with_the_phantom_truth(ci_run):
     table = pd.read_csv(ci_run / "results/tables/atropos.csv")
     assert set(table["class"]) == {"CSF", "GM", "WM", "mean"}

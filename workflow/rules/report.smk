@@ -37,6 +37,39 @@ rule evaluate:
         "midiffusion evaluate --method {wildcards.method} {params.cases} --out {output} > {log} 2>&1"
 
 
+def intensity_bound_cases():
+    """--case arguments: subject, contrast, normalised image, labels, brain mask; target first."""
+    return " ".join(
+        f"--case {s} {c} {preprocessed(s, c + '_norm')} {preprocessed(s, 'labels')} {preprocessed(s, 'brainmask')}"
+        for s in SPLIT.test
+        for c in [TARGET, *SOURCES]
+    )
+
+
+# How much of the oracle's Dice each source contrast can support from its intensities alone.
+rule intensity_bound:
+    input:
+        [preprocessed(s, f"{c}_norm") for s in SPLIT.test for c in [TARGET, *SOURCES]],
+        [preprocessed(s, name) for s in SPLIT.test for name in ("labels", "brainmask")],
+    output:
+        csv="results/tables/intensity_bound.csv",
+        markdown=report("results/tables/intensity_bound.md", caption="../report/intensity_bound.rst", category="Results"),
+    params:
+        cases=intensity_bound_cases(),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        "logs/intensity_bound.log",
+    benchmark:
+        "benchmarks/intensity_bound.tsv"
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "midiffusion intensity-bound {params.cases} --out {output.csv} --markdown {output.markdown} > {log} 2>&1"
+
+
 rule tables:
     input:
         expand("results/metrics/{method}.csv", method=METHODS),
