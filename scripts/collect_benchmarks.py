@@ -1,5 +1,7 @@
 """Summarise Snakemake's per-job benchmark files (benchmarks/**/*.tsv) into one CSV per rule:
-jobs, total and max wall seconds, peak RSS (MB). Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT]"""
+jobs, total and max wall seconds, peak RSS (MB). Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT]
+[--keep RULE ...] (--keep: those rules' rows stay as OUT.csv has them, e.g. when the latest job of a
+rule only resumed a finished training, so its benchmark does not measure the stage)."""
 
 import argparse
 import os
@@ -15,6 +17,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--benchmarks", type=Path, default=Path("benchmarks"))
     parser.add_argument("--note", default="")
+    parser.add_argument("--keep", nargs="+", default=[], metavar="RULE")
     args = parser.parse_args()
     rows = []
     for path in sorted(args.benchmarks.rglob("*.tsv")):
@@ -28,6 +31,13 @@ def main() -> None:
     summary.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus")
     summary.insert(0, "date", date.today().isoformat())
     summary["note"] = args.note
+    if args.keep:
+        kept = pd.read_csv(args.out)
+        kept = kept[kept["rule"].isin(args.keep)]
+        missing = set(args.keep) - set(kept["rule"])
+        if missing:
+            raise SystemExit(f"{args.out}: no rows to keep for {', '.join(sorted(missing))}")
+        summary = pd.concat([summary[~summary["rule"].isin(args.keep)], kept]).sort_values("rule")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary.round(1).to_csv(args.out, index=False)
     print(summary.round(1).to_string(index=False))
