@@ -1,0 +1,35 @@
+"""scripts/collect_benchmarks.py on hand-made Snakemake benchmark files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "collect_benchmarks.py"
+HEADER = "s\th:m:s\tmax_rss\n"
+
+
+def _write(path: Path, seconds: float, rss: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + f"{seconds}\t0:00:00\t{rss}\n")
+
+
+def _collect(tmp_path: Path, *extra: str) -> pd.DataFrame:
+    out = tmp_path / "pipeline.csv"
+    subprocess.run([sys.executable, SCRIPT, out, "--benchmarks", tmp_path / "benchmarks", *extra],
+                   check=True, capture_output=True)
+    return pd.read_csv(out).set_index("rule")
+
+
+def test_rules_summed_over_jobs_and_kept_rows_survive(tmp_path):
+    _write(tmp_path / "benchmarks/preprocess/sub-01.tsv", 10.0, 100.0)
+    _write(tmp_path / "benchmarks/preprocess/sub-02.tsv", 30.0, 300.0)
+    _write(tmp_path / "benchmarks/train.tsv", 600.0, 50.0)
+    first = _collect(tmp_path, "--note", "first")
+    assert first.loc["preprocess", ["jobs", "total_s", "max_job_s", "peak_rss_mb"]].tolist() == [2, 40.0, 30.0, 300.0]
+    _write(tmp_path / "benchmarks/train.tsv", 5.0, 50.0)  # a rerun that only resumed
+    _write(tmp_path / "benchmarks/preprocess/sub-01.tsv", 20.0, 100.0)
+    second = _collect(tmp_path, "--note", "second", "--keep", "train")
+    assert second.loc["train", "total_s"] == 600.0 and second.loc["train", "note"] == "first"
+    assert second.loc["preprocess", "total_s"] == 50.0 and second.loc["preprocess", "note"] == "second"
