@@ -51,6 +51,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting; 0: plain epsilon MSE (the paper)
     cond_dropout: float = 0.1
+    anchor_contrast_p: float = 0.0  # > 0: that share of anchors get a random intensity curve (0: the paper)
+    anchor_contrast_knots: int = 5
     lmi_patch: int = 3
     lmi_window: int = 3
     lmi_bins: int = DEFAULT_BINS
@@ -65,9 +67,13 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InputError(f"{name}: expected > 0, got {getattr(self, name)}")
+        if self.anchor_contrast_knots < 2:
+            raise InputError(f"anchor_contrast_knots: expected >= 2, got {self.anchor_contrast_knots}")
         for name in ("dropout", "cond_dropout", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise InputError(f"{name}: expected a value in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.anchor_contrast_p <= 1:
+            raise InputError(f"anchor_contrast_p: expected a value in [0, 1], got {self.anchor_contrast_p}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -202,7 +208,8 @@ def _train_step(run: _Run, images: torch.Tensor, self_lmi: torch.Tensor, config:
     x_t = run.schedule.add_noise(x0, noise, t)
     # The anchor is x0 and it is paired with x_t itself, the image the network sees (the paper's
     # code pairs x0 with x_{t+1}); at sampling time the anchor is the source and x_t the sample.
-    cond = lmi_condition(to_unit(x0), to_unit(x_t), self_lmi=self_lmi[index], **config.lmi_kwargs())
+    anchor, anchor_self_lmi = _anchors(x0, self_lmi[index], config, gen)
+    cond = lmi_condition(anchor, to_unit(x_t), self_lmi=anchor_self_lmi, **config.lmi_kwargs())
     # Condition dropout: zeros = "no condition", so one model serves unguided and guided sampling.
     dropped = torch.rand(config.batch_size, generator=gen, device=device) < config.cond_dropout
     cond = torch.where(dropped.view(-1, 1, 1, 1), torch.zeros_like(cond), cond)
@@ -216,6 +223,44 @@ def _train_step(run: _Run, images: torch.Tensor, self_lmi: torch.Tensor, config:
     run.optimizer.step()
     _update_ema(run, config.ema_decay)
     return squared_error.mean().item()  # unweighted, so loss curves compare across weightings
+
+
+def _anchors(
+    x0: torch.Tensor, self_lmi: torch.Tensor, config: TrainConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LMI anchors of a batch (in [0, 1]) and their self-LMI: x0 itself, or for a random share
+    anchor_contrast_p of the batch x0 under a random intensity curve (see random_contrast)."""
+    anchor = to_unit(x0)
+    if config.anchor_contrast_p == 0:
+        return anchor, self_lmi
+    remap = torch.rand(len(x0), generator=generator, device=x0.device) < config.anchor_contrast_p
+    if not remap.any():
+        return anchor, self_lmi
+    anchor, self_lmi = anchor.clone(), self_lmi.clone()
+    anchor[remap] = random_contrast(anchor[remap], config.anchor_contrast_knots, generator)
+    self_lmi[remap] = local_mutual_information(anchor[remap], anchor[remap], **config.lmi_kwargs())
+    return anchor, self_lmi
+
+
+def random_contrast(unit: torch.Tensor, knots: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image under its own random piecewise-linear intensity curve; background (0) stays 0.
+
+    unit: (N, 1, H, W) in [0, 1]. The curve takes `knots` uniform random values at evenly spaced
+    intensities, stretched to span [0, 1] like a normalised scan. MI ignores how intensities are
+    labelled, but the LMI estimate near the background and across tissues does not: trained on
+    its own contrast only, the model learns T1w's LMI pattern (dark CSF next to dark background)
+    and follows an inverted T1w anchor no better than a T2w one. Random curves (monotone or not)
+    make it read the anchor's structure instead; the training images are still target-only.
+    """
+    n = len(unit)
+    values = torch.rand(n, knots, generator=generator, device=unit.device)
+    low, high = values.aminmax(dim=1, keepdim=True)
+    values = ((values - low) / (high - low).clamp_min(1e-6)).view(n, knots, 1, 1).expand(-1, -1, *unit.shape[2:])
+    position = unit * (knots - 1)
+    left = position.floor().clamp(max=knots - 2).long()
+    fraction = position - left
+    curve = values.gather(1, left).lerp(values.gather(1, left + 1), fraction)
+    return torch.where(unit > 0, curve, torch.zeros_like(unit))
 
 
 def _loss_weights(schedule: DDPMSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -255,8 +300,9 @@ def _save_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
 
 def _restore_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
     state = torch.load(path, map_location=run.schedule.betas.device, weights_only=True)
-    saved, current = state["config"], config.to_dict()
-    changed = sorted(key for key in current.keys() - _RESUMABLE_CHANGES if saved.get(key) != current[key])
+    # Keys added since a checkpoint was written count as their defaults.
+    saved, current = {**TrainConfig().to_dict(), **state["config"]}, config.to_dict()
+    changed = sorted(key for key in current.keys() - _RESUMABLE_CHANGES if saved[key] != current[key])
     if changed:
         raise InputError(
             f"{path}: checkpoint was trained with different {changed}; use a new output directory or remove it"

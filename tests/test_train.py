@@ -53,6 +53,10 @@ def test_config_from_dict_converts_and_rejects():
         TrainConfig.from_dict({"channel_mults": 2})
     with pytest.raises(InputError, match="cond_dropout"):
         TrainConfig.from_dict({"cond_dropout": 1.0})
+    with pytest.raises(InputError, match="anchor_contrast_p"):
+        TrainConfig.from_dict({"anchor_contrast_p": 1.5})
+    with pytest.raises(InputError, match="anchor_contrast_knots"):
+        TrainConfig.from_dict({"anchor_contrast_knots": 1})
 
 
 def test_load_slices_checks_the_file(tmp_path, blobs):
@@ -102,6 +106,39 @@ def test_min_snr_weights_spare_the_noisy_steps_and_damp_the_clean_ones():
     assert torch.allclose(weights, torch.minimum(snr, torch.tensor(5.0)) / snr)
     assert weights[0] < 0.01 and weights[-1] == 1  # SNR ~ 1e4 at t = 0, ~ 4e-5 at t = T - 1
     assert torch.all(weights[1:] >= weights[:-1])
+
+
+def test_random_contrast_is_one_curve_per_image_and_keeps_the_background():
+    levels = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    unit = levels[torch.randint(len(levels), (6, 1, 12, 12), generator=torch.Generator().manual_seed(1))]
+    remapped = train_module.random_contrast(unit, knots=5, generator=torch.Generator().manual_seed(0))
+    assert remapped.shape == unit.shape and remapped.min() >= 0 and remapped.max() <= 1
+    assert torch.all(remapped[unit == 0] == 0)
+    curves = []
+    for image, out in zip(unit, remapped):
+        # A function of intensity: every pixel of one level maps to one value.
+        curve = torch.stack([out[image == v].unique() for v in levels[1:]]).squeeze(1)
+        curves.append(curve)
+    assert len({tuple(c.tolist()) for c in curves}) == len(curves)  # each image its own curve
+    monotone = [bool(torch.all(c[1:] >= c[:-1])) for c in curves]
+    assert not all(monotone)  # curves are not restricted to increasing ones
+
+
+def test_anchor_contrast_training_lowers_the_loss_and_resumes_old_checkpoints(tmp_path, blobs, monkeypatch):
+    calls = []
+    real_remap = train_module.random_contrast
+    monkeypatch.setattr(train_module, "random_contrast", lambda *a, **k: calls.append(1) or real_remap(*a, **k))
+    train(blobs, tmp_path, config(steps=60, lr=2e-3, checkpoint_every=60, anchor_contrast_p=0.5), progress=False)
+    assert len(calls) > 40  # P(no remap in a batch of 8) = 1/256
+    losses = read_losses(tmp_path)[1]
+    assert losses[-10:].mean() < 0.5 * losses[:10].mean()
+    # A checkpoint written before the anchor_contrast_* keys existed resumes as anchor_contrast_p = 0.
+    old = tmp_path / "old"
+    train(blobs, old, config(steps=2), progress=False)
+    state = torch.load(old / "checkpoint.pt", weights_only=True)
+    del state["config"]["anchor_contrast_p"], state["config"]["anchor_contrast_knots"]
+    torch.save(state, old / "checkpoint.pt")
+    assert train(blobs, old, config(steps=3), progress=False).start_step == 2
 
 
 def test_min_snr_training_lowers_the_loss(tmp_path, blobs):
