@@ -1,5 +1,5 @@
 """Summarise Snakemake's per-job benchmark files (benchmarks/**/*.tsv) into one CSV per rule:
-jobs, total and max wall seconds, peak RSS (MB). Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT]
+date of the rule's newest benchmark file, jobs, total and max wall seconds, peak RSS (MB). Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT]
 [--keep RULE ...] (--keep: those rules' rows stay as OUT.csv has them, e.g. when the latest job of a
 rule only resumed a finished training, so its benchmark does not measure the stage)."""
 
@@ -23,13 +23,15 @@ def main() -> None:
     for path in sorted(args.benchmarks.rglob("*.tsv")):
         rule = path.relative_to(args.benchmarks).parts[0].removesuffix(".tsv")
         table = pd.read_csv(path, sep="\t").iloc[-1]  # the latest run of that job
-        rows.append({"rule": rule, "seconds": float(table["s"]), "max_rss_mb": float(table["max_rss"])})
+        rows.append({"rule": rule, "seconds": float(table["s"]), "max_rss_mb": float(table["max_rss"]),
+                     "date": date.fromtimestamp(path.stat().st_mtime).isoformat()})
     jobs = pd.DataFrame(rows)
     summary = jobs.groupby("rule", sort=False).agg(
-        jobs=("seconds", "size"), total_s=("seconds", "sum"), max_job_s=("seconds", "max"), peak_rss_mb=("max_rss_mb", "max")
+        date=("date", "max"), jobs=("seconds", "size"), total_s=("seconds", "sum"), max_job_s=("seconds", "max"),
+        peak_rss_mb=("max_rss_mb", "max"),
     ).reset_index()
-    summary.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus")
-    summary.insert(0, "date", date.today().isoformat())
+    summary.insert(1, "machine", f"{platform.machine()} {os.cpu_count()} cpus")
+    summary = summary[["date", "machine", *summary.columns.drop(["date", "machine"])]]
     summary["note"] = args.note
     if args.keep:
         kept = pd.read_csv(args.out)

@@ -1,5 +1,6 @@
 """scripts/collect_benchmarks.py on hand-made Snakemake benchmark files."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,15 @@ def test_rules_summed_over_jobs_and_kept_rows_survive(tmp_path):
     second = _collect(tmp_path, "--note", "second", "--keep", "train")
     assert second.loc["train", "total_s"] == 600.0 and second.loc["train", "note"] == "first"
     assert second.loc["preprocess", "total_s"] == 50.0 and second.loc["preprocess", "note"] == "second"
+
+
+def test_each_rule_is_dated_by_its_newest_benchmark_file(tmp_path):
+    _write(tmp_path / "benchmarks/cohort/sub-01.tsv", 1.0, 10.0)
+    _write(tmp_path / "benchmarks/cohort/sub-02.tsv", 1.0, 10.0)
+    _write(tmp_path / "benchmarks/train.tsv", 1.0, 10.0)
+    os.utime(tmp_path / "benchmarks/cohort/sub-01.tsv", (1.6e9, 1.6e9))  # 2020-09-13
+    os.utime(tmp_path / "benchmarks/cohort/sub-02.tsv", (1699963200, 1699963200))  # 2023-11-14 12:00 UTC
+    table = _collect(tmp_path)
+    assert table.loc["cohort", "date"] == "2023-11-14"
+    assert table.loc["train", "date"] > "2025"
+    assert list(pd.read_csv(tmp_path / "pipeline.csv").columns[:3]) == ["date", "machine", "rule"]
