@@ -236,9 +236,10 @@ def _anchors(
     remap = torch.rand(len(x0), generator=generator, device=x0.device) < config.anchor_contrast_p
     if not remap.any():
         return anchor, self_lmi
+    remapped = random_contrast(anchor[remap], config.anchor_contrast_knots, generator)
     anchor, self_lmi = anchor.clone(), self_lmi.clone()
-    anchor[remap] = random_contrast(anchor[remap], config.anchor_contrast_knots, generator)
-    self_lmi[remap] = local_mutual_information(anchor[remap], anchor[remap], **config.lmi_kwargs())
+    anchor[remap] = remapped
+    self_lmi[remap] = local_mutual_information(remapped, remapped, **config.lmi_kwargs())
     return anchor, self_lmi
 
 

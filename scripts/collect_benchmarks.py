@@ -1,7 +1,8 @@
 """Summarise Snakemake's per-job benchmark files (benchmarks/**/*.tsv) into one CSV per rule:
-date of the rule's newest benchmark file, jobs, total and max wall seconds, peak RSS (MB). Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT]
-[--keep RULE ...] (--keep: those rules' rows stay as OUT.csv has them, e.g. when the latest job of a
-rule only resumed a finished training, so its benchmark does not measure the stage)."""
+date of the rule's newest benchmark file, jobs, total and max wall seconds, peak RSS (MB).
+Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT] [--keep RULE ...]
+(--keep: those rules' rows stay as OUT.csv has them, e.g. when the latest job of a rule only resumed
+a finished training, so its benchmark does not measure the stage)."""
 
 import argparse
 import os
@@ -30,8 +31,8 @@ def main() -> None:
         date=("date", "max"), jobs=("seconds", "size"), total_s=("seconds", "sum"), max_job_s=("seconds", "max"),
         peak_rss_mb=("max_rss_mb", "max"),
     ).reset_index()
-    summary.insert(1, "machine", f"{platform.machine()} {os.cpu_count()} cpus")
-    summary = summary[["date", "machine", *summary.columns.drop(["date", "machine"])]]
+    summary.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus")
+    summary.insert(0, "date", summary.pop("date"))
     summary["note"] = args.note
     if args.keep:
         kept = pd.read_csv(args.out)
