@@ -313,7 +313,13 @@ def _restore_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     run.step = state["step"]
     run.losses = state["losses"].tolist()
-    run.generator.set_state(state["rng"]["generator"].cpu())
+    generator_state = state["rng"]["generator"].cpu()
+    if generator_state.numel() == run.generator.get_state().numel():
+        run.generator.set_state(generator_state)
+    else:
+        # The run moved between CPU and GPU, whose generator states differ in kind: go on with a
+        # fresh stream seeded from the step. The run is valid, just not bit-identical to staying put.
+        run.generator.manual_seed(config.seed + run.step)
     torch.set_rng_state(state["rng"]["torch"].cpu())
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])

@@ -199,3 +199,17 @@ def test_load_model_rejects_other_files(tmp_path):
         load_model(tmp_path / "x.pt", "cpu")
     with pytest.raises(InputError, match="not found"):
         load_model(tmp_path / "missing.pt", "cpu")
+
+
+def test_run_moved_between_devices_resumes(tmp_path, blobs, reference_losses):
+    """A CUDA generator state (16 bytes: seed and offset) in a CPU run's checkpoint, as after a GPU start."""
+    train(blobs, tmp_path, config(steps=4, checkpoint_every=3), progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["rng"]["generator"] = torch.zeros(16, dtype=torch.uint8)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    result = train(blobs, tmp_path, config(steps=8, checkpoint_every=3), progress=False)
+    assert (result.start_step, result.end_step) == (4, 8)
+    steps, losses = read_losses(tmp_path)
+    assert steps == list(range(1, 9))
+    np.testing.assert_allclose(losses[:4], reference_losses[:4], rtol=1e-5)
+    assert not np.allclose(losses[4:], reference_losses[4:])  # a fresh stream, not the saved one
