@@ -96,7 +96,7 @@ def main() -> None:
     old = args.out.read_text() if args.out.exists() else ""
     with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as handle:
         handle.write(old)
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
         if not old:
             writer.writeheader()
         writer.writerows(rows)
