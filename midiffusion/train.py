@@ -26,7 +26,7 @@ from midiffusion.unet import UNet
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 # Keys that may change between a checkpoint and the run that resumes it (the rest define the run).
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device"}
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mixed_precision"}
 # Slices per batch when caching the self-LMI at start (bounds LMI memory, see lmi.py).
 _SELF_LMI_BATCH = 16
 
@@ -60,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     device: str = "auto"
+    mixed_precision: bool = True  # the UNet in bfloat16 autocast on CUDA (no effect on a CPU)
 
     def __post_init__(self) -> None:
         positive = ("image_size", "base_channels", "num_res_blocks", "timesteps", "batch_size", "steps",
@@ -98,6 +99,7 @@ class TrainConfig:
             num_res_blocks=self.num_res_blocks,
             dropout=self.dropout,
             image_size=self.image_size,
+            mixed_precision=self.mixed_precision,
         )
 
     def build_schedule(self) -> DDPMSchedule:

@@ -112,6 +112,8 @@ class UNet(nn.Module):
     Paper size: base_channels 64, channel_mults (1, 2, 2, 2), attention at 16 x 16 feature maps
     for 128 x 128 input. attention_resolutions are feature-map sizes, so they refer to image_size:
     the resolution of level i is image_size / 2**i. in_channels counts x_t plus the condition.
+    mixed_precision: on CUDA, run the layers in bfloat16 (autocast) and return float32 eps; no
+    effect on other devices.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class UNet(nn.Module):
         image_size: int = 128,
         head_channels: int = 32,
         norm_groups: int = 32,
+        mixed_precision: bool = False,
     ):
         super().__init__()
         levels = len(channel_mults)
@@ -136,6 +139,7 @@ class UNet(nn.Module):
         if unused:
             raise InputError(f"attention_resolutions: {unused} is not a feature-map size of this UNet {resolutions}")
         self.in_channels = in_channels
+        self.mixed_precision = mixed_precision
         self.base_channels = base_channels
         self.downsampling = 2 ** (levels - 1)
         emb_dim = 4 * base_channels
@@ -177,6 +181,10 @@ class UNet(nn.Module):
             raise InputError(f"x: spatial size {tuple(x.shape[-2:])} is not divisible by {self.downsampling}")
         if cond is None:
             cond = x.new_zeros(x.shape[0], self.in_channels - x.shape[1], *x.shape[2:])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.mixed_precision and x.is_cuda):
+            return self._eps(x, t, cond).float()
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.base_channels))
         h = self.input_conv(torch.cat([x, cond], dim=1))
         skips = [h]

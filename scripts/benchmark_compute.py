@@ -2,7 +2,8 @@
 
 For each config file: seconds per training step (the config's UNet, slice size, batch and loss,
 anchor augmentation included; on random slices, since only the time matters) and seconds per slice
-of translation with the config's sampler, in batches of sampling.batch_size. Multiply by your
+of translation with the config's sampler, in batches of sampling.batch_size; bfloat16 says whether
+the UNet ran under mixed precision (diffusion.mixed_precision, CUDA only). Multiply by your
 workload: steps x s/step, slices x s/slice. Appends to results/benchmarks/compute.csv.
 
     python scripts/benchmark_compute.py [--configs config/config.yaml config/paper.yaml]
@@ -30,7 +31,7 @@ from midiffusion.train import TrainConfig, load_model, select_device, train
 from midiffusion.translate import SamplingConfig
 
 OUT = Path("results/benchmarks/compute.csv")
-COLUMNS = ["date", "machine", "device", "config", "image_size", "parameters", "batch_size", "train_s_per_step",
+COLUMNS = ["date", "machine", "device", "config", "image_size", "parameters", "batch_size", "bfloat16", "train_s_per_step",
            "sampler", "sampling_steps", "network_calls", "sampling_batch", "sample_s_per_slice", "peak_gpu_gb"]
 _WARMUP_STEPS = 20  # excluded from s/step: the first steps pay for kernel selection and the self-LMI cache
 
@@ -67,7 +68,8 @@ def benchmark_config(path: Path, train_steps: int, device: torch.device, work: P
     seconds = time.perf_counter() - began
     return {
         "config": str(path), "image_size": size, "parameters": sum(p.numel() for p in loaded.model.parameters()),
-        "batch_size": loaded.config.batch_size, "train_s_per_step": f"{result.seconds_per_step:.4f}",
+        "batch_size": loaded.config.batch_size, "bfloat16": loaded.model.mixed_precision and device.type == "cuda",
+        "train_s_per_step": f"{result.seconds_per_step:.4f}",
         "sampler": sampling.sampler, "sampling_steps": sampling.steps, "network_calls": output.network_calls,
         "sampling_batch": len(source), "sample_s_per_slice": f"{seconds / len(source):.4f}",
     }

@@ -86,3 +86,22 @@ def test_timestep_embedding():
     assert embedding.shape == (3, 9)
     assert torch.allclose(embedding[0, :4], torch.ones(4))  # cos(0)
     assert len({tuple(row.tolist()) for row in embedding}) == 3
+
+
+def test_mixed_precision_leaves_the_cpu_in_float32():
+    x, t, cond = _inputs()
+    with torch.no_grad():
+        mixed = tiny_unet(mixed_precision=True)(x, t, cond)
+        plain = tiny_unet(mixed_precision=False)(x, t, cond)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_mixed_precision_on_cuda_is_bfloat16_close_to_float32():
+    x, t, cond = (tensor.cuda() for tensor in _inputs())
+    with torch.no_grad():
+        mixed = tiny_unet(mixed_precision=True).cuda()(x, t, cond)
+        plain = tiny_unet(mixed_precision=False).cuda()(x, t, cond)
+    assert mixed.dtype == torch.float32
+    assert not torch.equal(mixed, plain)  # the layers did run in bfloat16
+    assert (mixed - plain).norm() < 0.05 * plain.norm()
