@@ -103,6 +103,13 @@ def test_schema_rejects_bad_config_with_readable_message(tmp_path):
     assert result.returncode != 0 and "euler" in result.stdout + result.stderr
 
 
+def test_ixi_config_trains_and_samples_as_the_default():
+    """config/ixi.yaml promises the default's (CPU-sized) model and sampler: keep them from drifting."""
+    default, ixi = (yaml.safe_load((ROOT / "config" / name).read_text()) for name in ("config.yaml", "ixi.yaml"))
+    for section in ("slices", "diffusion", "sampling"):
+        assert ixi[section] == default[section], section
+
+
 def test_ixi_folder_plans_every_complete_subject(tmp_path):
     """config/ixi.yaml on a folder with the real IXI naming: complete subjects planned, Atropos labels."""
     from midiffusion.io import save_volume
