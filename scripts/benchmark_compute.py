@@ -13,7 +13,6 @@ workload: steps x s/step, slices x s/slice. Appends to results/benchmarks/comput
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 import yaml
 
-from midiffusion.io import atomic_path
+from midiffusion.io import append_csv_rows
 from midiffusion.sampling import sample
 from midiffusion.train import TrainConfig, load_model, select_device, train
 from midiffusion.translate import SamplingConfig
@@ -50,13 +49,13 @@ def benchmark_config(path: Path, train_steps: int, device: torch.device, work: P
     settings = yaml.safe_load(path.read_text())
     size = settings["slices"]["size"]
     sampling = SamplingConfig.from_dict(settings["sampling"])
-    slices = np.random.default_rng(0).uniform(-1, 1, (max(64, sampling.batch_size), 1, size, size))
-    np.savez(work / "slices.npz", images=slices.astype(np.float32))
+    slices = np.random.default_rng(0).uniform(-1, 1, (max(64, sampling.batch_size), 1, size, size)).astype(np.float32)
+    np.savez(work / "slices.npz", images=slices)
     base = {**settings["diffusion"], "image_size": size, "device": device.type, "checkpoint_every": 10**9}
     for steps in (_WARMUP_STEPS, _WARMUP_STEPS + train_steps):
         result = train(work / "slices.npz", work, TrainConfig.from_dict({**base, "steps": steps}), progress=False)
     loaded = load_model(result.model_path, device)
-    source = torch.from_numpy(slices[: sampling.batch_size]).float().to(device)
+    source = torch.from_numpy(slices[: sampling.batch_size]).to(device)
     _synchronize(device)
     began = time.perf_counter()
     output = sample(
@@ -95,13 +94,7 @@ def main() -> None:
             row["peak_gpu_gb"] = f"{torch.cuda.max_memory_allocated(device) / 1e9:.2f}"
         print(row, flush=True)
         rows.append(row)
-    old = args.out.read_text() if args.out.exists() else ""
-    with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as handle:
-        handle.write(old)
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
-        if not old:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv_rows(args.out, rows, COLUMNS)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ appends them to results/benchmarks/lmi.csv; load_avg_1min says how busy the shar
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
 import os
 import platform
 import statistics
@@ -23,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from midiffusion.io import atomic_path
+from midiffusion.io import append_csv_rows
 from midiffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, local_mutual_information
 from midiffusion.unet import UNet
 
@@ -79,17 +77,6 @@ def time_ms(fns: list, device: torch.device, repeats: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    old = path.read_text() if path.exists() else ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    if not old:
-        writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(old + buffer.getvalue())
-
-
 def measure(device: torch.device, size: int, args: argparse.Namespace, gen: torch.Generator) -> dict:
     """One CSV row (less date and machine) for a batch of size x size images on `device`."""
     lmi_kwargs = {"bins": args.bins, "sigma": args.sigma}
@@ -143,7 +130,7 @@ def main() -> None:
             row = {"date": datetime.date.today().isoformat(), "machine": machine} | measure(device, size, args, gen)
             rows.append(row)
             print(", ".join(f"{k}={v}" for k, v in row.items() if k not in ("date", "machine")), flush=True)
-    append_rows(args.out, rows)
+    append_csv_rows(args.out, rows, COLUMNS)
     print(f"{machine}: {len(rows)} rows appended to {args.out}")
 
 
