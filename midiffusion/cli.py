@@ -161,6 +161,12 @@ def cmd_intensity_bound(args: argparse.Namespace) -> None:
     print(intensity_bound_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
 
 
+def cmd_dice_table(args: argparse.Namespace) -> None:
+    from .report import segmentation_dice_tables
+
+    print(segmentation_dice_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
+
+
 def cmd_tables(args: argparse.Namespace) -> None:
     from .report import write_tables_from_csv
 
@@ -309,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="long CSV")
     p.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
     p.set_defaults(func=cmd_intensity_bound)
+
+    p = sub.add_parser("dice-table", help="Dice of segmentations against labels per contrast and class")
+    p.add_argument("--case", nargs=4, action="append", required=True,
+                   metavar=("SUBJECT", "CONTRAST", "SEGMENTATION", "LABELS"))
+    p.add_argument("--out", type=Path, required=True, help="long CSV")
+    p.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
+    p.set_defaults(func=cmd_dice_table)
 
     p = sub.add_parser("tables", help="long and summary tables (CSV, Markdown) from the per-method metrics")
     p.add_argument("--metrics", type=Path, nargs="+", required=True)

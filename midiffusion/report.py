@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -322,9 +322,8 @@ def evaluate_cases(method: str, cases: Sequence[tuple[str, ...]], out_path: str 
 def intensity_bound_tables(
     cases: Sequence[tuple[str, str, str, str, str]], csv_path: str | Path, markdown_path: str | Path
 ) -> pd.DataFrame:
-    """metrics.intensity_bound_dice of each case (subject, contrast, image, labels, brain mask): a
-    long CSV (subject, contrast, class, dice) and a Markdown summary, mean ± sd per contrast and class
-    in the order the contrasts first appear."""
+    """metrics.intensity_bound_dice of each case (subject, contrast, image, labels, brain mask),
+    written by write_contrast_dice."""
     from midiffusion.io import check_mask
     from midiffusion.metrics import intensity_bound_dice
 
@@ -333,14 +332,41 @@ def intensity_bound_tables(
         image, labels, mask = volumes = [load_volume(path) for path in paths]
         check_same_grid(volumes)
         bound = intensity_bound_dice(image.data, labels.data, check_mask(mask.data, mask.path))
-        records += [{"subject": subject, "contrast": contrast, "class": name, "dice": value}
-                    for name, value in bound.items()]
-    table = pd.DataFrame(records, columns=["subject", "contrast", "class", "dice"])
+        records.append({"subject": subject, "contrast": contrast, **bound})
+    return write_contrast_dice(records, csv_path, markdown_path)
+
+
+def segmentation_dice_tables(
+    cases: Sequence[tuple[str, str, str, str]], csv_path: str | Path, markdown_path: str | Path
+) -> pd.DataFrame:
+    """metrics.dice_per_class of each case (subject, contrast, segmentation, labels), written by
+    write_contrast_dice."""
+    from midiffusion.metrics import dice_per_class
+
+    records = []
+    for subject, contrast, *paths in cases:
+        segmentation, labels = volumes = [load_volume(path) for path in paths]
+        check_same_grid(volumes)
+        records.append({"subject": subject, "contrast": contrast, **dice_per_class(segmentation.data, labels.data)})
+    return write_contrast_dice(records, csv_path, markdown_path)
+
+
+def write_contrast_dice(
+    records: Sequence[Mapping[str, Any]], csv_path: str | Path, markdown_path: str | Path
+) -> pd.DataFrame:
+    """Dice records {subject, contrast, CSF, GM, WM, mean} as a long CSV (subject, contrast, class,
+    dice) and a Markdown summary, mean ± sd per contrast and class in the order the contrasts first
+    appear."""
+    names = [*TISSUE_CLASSES.values(), "mean"]
+    table = pd.DataFrame(
+        [{"subject": r["subject"], "contrast": r["contrast"], "class": name, "dice": r[name]}
+         for r in records for name in names],
+        columns=["subject", "contrast", "class", "dice"],
+    )
     stats = table.groupby(["contrast", "class"], sort=False)["dice"].agg(["mean", "std"])
     summary = pd.DataFrame([{
         "Contrast": contrast,
-        **{f"Dice {name}": _format_cell(*stats.loc[(contrast, name)], "dice")
-           for name in [*TISSUE_CLASSES.values(), "mean"]},
+        **{f"Dice {name}": _format_cell(*stats.loc[(contrast, name)], "dice") for name in names},
     } for contrast in table["contrast"].unique()])
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")

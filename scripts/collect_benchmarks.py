@@ -1,8 +1,9 @@
 """Summarise Snakemake's per-job benchmark files (benchmarks/**/*.tsv) into one CSV per rule:
 date of the rule's newest benchmark file, jobs, total and max wall seconds, peak RSS (MB).
-Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT] [--keep RULE ...]
+Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT] [--keep RULE ...] [--skip GLOB ...]
 (--keep: those rules' rows stay as OUT.csv has them, e.g. when the latest job of a rule only resumed
-a finished training, so its benchmark does not measure the stage)."""
+a finished training, so its benchmark does not measure the stage; --skip: benchmark files left out,
+by a glob on their path under benchmarks/, e.g. the supervised bound's 'nnunet_*/Dataset[!5]*')."""
 
 import argparse
 import os
@@ -19,10 +20,14 @@ def main() -> None:
     parser.add_argument("--benchmarks", type=Path, default=Path("benchmarks"))
     parser.add_argument("--note", default="")
     parser.add_argument("--keep", nargs="+", default=[], metavar="RULE")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="GLOB")
     args = parser.parse_args()
     rows = []
     for path in sorted(args.benchmarks.rglob("*.tsv")):
-        rule = path.relative_to(args.benchmarks).parts[0].removesuffix(".tsv")
+        relative = path.relative_to(args.benchmarks)
+        if any(relative.match(pattern) for pattern in args.skip):
+            continue
+        rule = relative.parts[0].removesuffix(".tsv")
         table = pd.read_csv(path, sep="\t").iloc[-1]  # the latest run of that job
         rows.append({"rule": rule, "seconds": float(table["s"]), "max_rss_mb": float(table["max_rss"]),
                      "date": date.fromtimestamp(path.stat().st_mtime).isoformat()})

@@ -46,3 +46,12 @@ def test_each_rule_is_dated_by_its_newest_benchmark_file(tmp_path):
     assert table.loc["cohort", "date"] == "2023-11-14"
     assert table.loc["train", "date"] > "2025"
     assert list(pd.read_csv(tmp_path / "pipeline.csv").columns[:3]) == ["date", "machine", "rule"]
+
+
+def test_skipped_benchmark_files_are_left_out(tmp_path):
+    _write(tmp_path / "benchmarks/nnunet_train/Dataset501_T1w.tsv", 100.0, 10.0)
+    _write(tmp_path / "benchmarks/nnunet_train/Dataset601_PDw.tsv", 7.0, 10.0)
+    _write(tmp_path / "benchmarks/supervised_bound.tsv", 1.0, 10.0)
+    table = _collect(tmp_path, "--skip", "nnunet_train/Dataset6*", "supervised_bound.tsv")
+    assert table.loc["nnunet_train", ["jobs", "total_s"]].tolist() == [1, 100.0]
+    assert "supervised_bound" not in table.index

@@ -16,6 +16,7 @@ from midiffusion.report import (
     plot_dice,
     plot_sampler_curve,
     plot_translation_grid,
+    segmentation_dice_tables,
     summarise,
     write_tables,
 )
@@ -203,3 +204,31 @@ def test_intensity_bound_tables_per_contrast(tmp_path):
     assert markdown[0].split("|")[1].strip() == "Contrast"
     assert [line.split("|")[1].strip() for line in markdown[2:]] == ["T1w", "PDw"]
     assert "1.000 ± 0.000" in markdown[2]
+
+
+def test_segmentation_dice_tables_mean_and_sd_over_subjects(tmp_path):
+    labels = np.array([1, 1, 2, 2, 3, 3], dtype=np.float32).reshape(6, 1, 1)
+    segmentations = {  # s1 perfect; s2 one CSF voxel called GM: CSF 2/3, GM 4/5, WM 1
+        "s1": labels,
+        "s2": np.array([1, 2, 2, 2, 3, 3], dtype=np.float32).reshape(6, 1, 1),
+    }
+    save_volume(tmp_path / "labels.nii.gz", labels, np.eye(4))
+    cases = []
+    for subject, data in segmentations.items():
+        save_volume(tmp_path / f"{subject}.nii.gz", data, np.eye(4))
+        cases.append((subject, "PDw", str(tmp_path / f"{subject}.nii.gz"), str(tmp_path / "labels.nii.gz")))
+    table = segmentation_dice_tables(cases, tmp_path / "dice.csv", tmp_path / "dice.md")
+    s2 = table[table["subject"] == "s2"].set_index("class")["dice"]
+    assert s2.to_dict() == pytest.approx({"CSF": 2 / 3, "GM": 0.8, "WM": 1.0, "mean": (2 / 3 + 0.8 + 1) / 3})
+    markdown = (tmp_path / "dice.md").read_text().splitlines()
+    csf_mean, csf_sd = (1 + 2 / 3) / 2, np.std([1, 2 / 3], ddof=1)
+    assert markdown[2].split("|")[2].strip() == f"{csf_mean:.3f} ± {csf_sd:.3f}"
+
+
+def test_segmentation_dice_tables_name_the_file_on_a_grid_mismatch(tmp_path):
+    save_volume(tmp_path / "labels.nii.gz", np.ones((4, 4, 4)), np.eye(4))
+    save_volume(tmp_path / "seg.nii.gz", np.ones((4, 4, 3)), np.eye(4))
+    with pytest.raises(InputError, match="seg.nii.gz"):
+        segmentation_dice_tables([("s1", "PDw", str(tmp_path / "seg.nii.gz"), str(tmp_path / "labels.nii.gz"))],
+                                 tmp_path / "dice.csv", tmp_path / "dice.md")
+    assert not (tmp_path / "dice.csv").exists()

@@ -66,6 +66,22 @@ def test_intensity_bound_table_covers_every_contrast(ci_run):
     assert (ci_run / "results/tables/intensity_bound.md").read_text().startswith("| Contrast")
 
 
+def test_supervised_bound_trains_one_nnunet_per_source(ci_run):
+    snakemake(ci_run, "--cores", "2", "supervised_bound")
+    target, dataset_id = CI["data"]["target"], CI["nnunet"]["dataset_id"]
+    for k, source in enumerate(SOURCES, start=1):
+        model = f"results/nnunet/nnUNet_results/Dataset{dataset_id + 100 * k:03d}_{source}"
+        assert list((ci_run / model).glob("*/fold_all/checkpoint_final.pth"))
+    table = pd.read_csv(ci_run / "results/tables/supervised_bound.csv")
+    assert list(table["contrast"].unique()) == [target, *SOURCES]
+    assert table["dice"].between(0, 1).all()
+    long = pd.read_csv(ci_run / "results/tables/metrics_long.csv", keep_default_na=False)
+    oracle = long[(long["method"] == "oracle") & (long["source"] == SOURCES[0]) & (long["metric"] == "dice")]
+    oracle_dice = oracle.set_index(["subject", "class"])["value"].astype(float)
+    target_dice = table[table["contrast"] == target].set_index(["subject", "class"])["dice"]
+    assert target_dice.to_dict() == pytest.approx(oracle_dice.to_dict(), abs=1e-4)  # the target's row is the oracle
+
+
 def test_atropos_labels_agree_with_the_phantom_truth(ci_run):
     table = pd.read_csv(ci_run / "results/tables/atropos.csv")
     assert set(table["class"]) == {"CSF", "GM", "WM", "mean"}
@@ -101,6 +117,11 @@ def test_schema_rejects_bad_config_with_readable_message(tmp_path):
     bad.write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "--dry-run", configfile=bad, check=False)
     assert result.returncode != 0 and "euler" in result.stdout + result.stderr
+    config["sampling"]["sampler"] = "ddim"
+    config["nnunet"]["dataset_id"] = 850  # the T2w source's dataset would be 1050
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--dry-run", configfile=bad, check=False)
+    assert result.returncode != 0 and "nnunet.dataset_id" in result.stdout + result.stderr
 
 
 def test_ixi_config_trains_and_samples_as_the_default():

@@ -48,17 +48,38 @@ METHODS = config["methods"]
 PRE = "results/preprocessed/sub-{subject}"
 NNUNET = config["nnunet"]
 NNUNET_ROOT = "results/nnunet"
-NNUNET_DATASET = f"Dataset{NNUNET.get('dataset_id', 501):03d}_{TARGET}"
-NNUNET_MODEL = (
-    f"{NNUNET_ROOT}/nnUNet_results/{NNUNET_DATASET}/{NNUNET['trainer']}__nnUNetPlans__"
-    f"{NNUNET.get('configuration', '2d')}/fold_all/checkpoint_final.pth"
-)
+# nnU-Net datasets in one root need distinct ids: the target's comes from the config, and each
+# source contrast's (trained only for the supervised bound) is 100, 200, ... above it.
+NNUNET_IDS = {c: NNUNET.get("dataset_id", 501) + 100 * k for k, c in enumerate([TARGET, *SOURCES])}
+if max(NNUNET_IDS.values()) > 999:
+    raise ValueError(
+        f"config nnunet.dataset_id: ids {NNUNET_IDS} go past 999 (each source contrast takes the id "
+        "100 above the previous one); choose a smaller dataset_id"
+    )
+NNUNET_DATASETS = {c: f"Dataset{i:03d}_{c}" for c, i in NNUNET_IDS.items()}  # contrast -> dataset folder
+NNUNET_DATASET = NNUNET_DATASETS[TARGET]
+
+
+def dataset_contrast(wildcards):
+    """The contrast of the nnU-Net dataset in the {dataset} wildcard (Dataset<id>_<contrast>)."""
+    return wildcards.dataset.split("_", 1)[1]
+
+
+def nnunet_model(dataset):
+    return (
+        f"{NNUNET_ROOT}/nnUNet_results/{dataset}/{NNUNET['trainer']}__nnUNetPlans__"
+        f"{NNUNET.get('configuration', '2d')}/fold_all/checkpoint_final.pth"
+    )
+
+
+NNUNET_MODEL = nnunet_model(NNUNET_DATASET)
 
 
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
     source="|".join(SOURCES),
     method="[A-Za-z0-9_]+",
+    dataset="|".join(NNUNET_DATASETS.values()),
 
 
 def labels_path(subject):
@@ -79,10 +100,10 @@ def json_option(section):
     return json.dumps(config.get(section, {}), sort_keys=True)
 
 
-def nnunet_args(predict=False):
-    """The nnU-Net model's CLI options; predict=True adds the prediction options."""
+def nnunet_args(contrast=TARGET, predict=False):
+    """The CLI options of a contrast's nnU-Net model; predict=True adds the prediction options."""
     args = (
-        f"--root {NNUNET_ROOT} --dataset-id {NNUNET.get('dataset_id', 501)} "
+        f"--root {NNUNET_ROOT} --dataset-id {NNUNET_IDS[contrast]} "
         f"--configuration {NNUNET.get('configuration', '2d')} --trainer {NNUNET['trainer']} "
         f"--num-processes {NNUNET.get('num_processes', 2)}"
     )

@@ -70,6 +70,38 @@ rule intensity_bound:
         "midiffusion intensity-bound {params.cases} --out {output.csv} --markdown {output.markdown} > {log} 2>&1"
 
 
+def supervised_bound_cases():
+    """--case arguments: subject, contrast, segmentation, labels. The target's row is the oracle."""
+    segmentations = {TARGET: f"results/segmentations/oracle/sub-{{s}}_{SOURCES[0]}.nii.gz"}
+    segmentations |= {c: f"results/segmentations/supervised/sub-{{s}}_{c}.nii.gz" for c in SOURCES}
+    return [
+        (s, c, path.format(s=s), preprocessed(s, "labels")) for s in SPLIT.test for c, path in segmentations.items()
+    ]
+
+
+# Not part of `all`: it trains one more nnU-Net per source contrast. Run `snakemake supervised_bound`.
+rule supervised_bound:
+    input:
+        [path for case in supervised_bound_cases() for path in case[2:]],
+    output:
+        csv="results/tables/supervised_bound.csv",
+        markdown=report("results/tables/supervised_bound.md", caption="../report/supervised_bound.rst", category="Results"),
+    params:
+        cases=" ".join(f"--case {' '.join(case)}" for case in supervised_bound_cases()),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        "logs/supervised_bound.log",
+    benchmark:
+        "benchmarks/supervised_bound.tsv"
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "midiffusion dice-table {params.cases} --out {output.csv} --markdown {output.markdown} > {log} 2>&1"
+
+
 rule tables:
     input:
         expand("results/metrics/{method}.csv", method=METHODS),

@@ -8,15 +8,17 @@ def test_cases(method):
     }
 
 
+# nnU-Net's dataset {dataset} holds one contrast of the training subjects: the target's, which
+# segments every method, or a source contrast's, trained only for the supervised bound.
 rule nnunet_prepare:
     input:
-        images=expand(f"{PRE}/{TARGET}_norm.nii.gz", subject=SPLIT.train),
+        images=lambda w: [preprocessed(s, f"{dataset_contrast(w)}_norm") for s in SPLIT.train],
         labels=expand(f"{PRE}/labels.nii.gz", subject=SPLIT.train),
     output:
-        f"{NNUNET_ROOT}/nnUNet_raw/{NNUNET_DATASET}/dataset.json",
+        f"{NNUNET_ROOT}/nnUNet_raw/{{dataset}}/dataset.json",
     params:
-        nnunet=nnunet_args(),
-        name=TARGET,
+        nnunet=lambda w: nnunet_args(dataset_contrast(w)),
+        name=dataset_contrast,
         cases=lambda wildcards, input: " ".join(
             f"--image sub-{s}={i} --label sub-{s}={l}" for s, i, l in zip(SPLIT.train, input.images, input.labels)
         ),
@@ -25,9 +27,9 @@ rule nnunet_prepare:
         mem_mb=2000,
         runtime=10,
     log:
-        "logs/nnunet_prepare.log",
+        "logs/nnunet_prepare/{dataset}.log",
     benchmark:
-        "benchmarks/nnunet_prepare.tsv"
+        "benchmarks/nnunet_prepare/{dataset}.tsv"
     conda:
         "../../envs/segmentation.yaml"
     shell:
@@ -36,19 +38,19 @@ rule nnunet_prepare:
 
 rule nnunet_plan:
     input:
-        f"{NNUNET_ROOT}/nnUNet_raw/{NNUNET_DATASET}/dataset.json",
+        f"{NNUNET_ROOT}/nnUNet_raw/{{dataset}}/dataset.json",
     output:
-        f"{NNUNET_ROOT}/nnUNet_preprocessed/{NNUNET_DATASET}/nnUNetPlans.json",
+        f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/nnUNetPlans.json",
     params:
-        nnunet=nnunet_args(),
+        nnunet=lambda w: nnunet_args(dataset_contrast(w)),
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
     log:
-        "logs/nnunet_plan.log",
+        "logs/nnunet_plan/{dataset}.log",
     benchmark:
-        "benchmarks/nnunet_plan.tsv"
+        "benchmarks/nnunet_plan/{dataset}.tsv"
     conda:
         "../../envs/segmentation.yaml"
     shell:
@@ -57,20 +59,20 @@ rule nnunet_plan:
 
 rule nnunet_train:
     input:
-        f"{NNUNET_ROOT}/nnUNet_preprocessed/{NNUNET_DATASET}/nnUNetPlans.json",
+        f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/nnUNetPlans.json",
     output:
-        NNUNET_MODEL,
+        nnunet_model("{dataset}"),
     params:
-        nnunet=nnunet_args(),
+        nnunet=lambda w: nnunet_args(dataset_contrast(w)),
     threads: 2
     resources:
         mem_mb=12000,
         runtime=1440,
         gpu=1,
     log:
-        "logs/nnunet_train.log",
+        "logs/nnunet_train/{dataset}.log",
     benchmark:
-        "benchmarks/nnunet_train.tsv"
+        "benchmarks/nnunet_train/{dataset}.tsv"
     conda:
         "../../envs/segmentation.yaml"
     shell:
@@ -98,6 +100,33 @@ rule nnunet_predict:
         "logs/nnunet_predict.log",
     benchmark:
         "benchmarks/nnunet_predict.tsv"
+    conda:
+        "../../envs/segmentation.yaml"
+    shell:
+        "midiffusion nnunet-predict {params.nnunet} {params.cases} > {log} 2>&1"
+
+
+# The supervised bound: each source contrast segmented by an nnU-Net trained on that contrast, with
+# labels, the way no zero-shot user can. Translation feeds the target's nnU-Net a function of the
+# source image, so this is about the best any translation of it can do.
+rule supervised_predict:
+    input:
+        model=lambda w: nnunet_model(NNUNET_DATASETS[w.source]),
+        images=[preprocessed(s, "{source}_norm") for s in SPLIT.test],
+    output:
+        [f"results/segmentations/supervised/sub-{s}_{{source}}.nii.gz" for s in SPLIT.test],
+    params:
+        nnunet=lambda w: nnunet_args(w.source, predict=True),
+        cases=lambda wildcards, input, output: " ".join(f"--case {i} {o}" for i, o in zip(input.images, output)),
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    log:
+        "logs/supervised_predict/{source}.log",
+    benchmark:
+        "benchmarks/supervised_predict/{source}.tsv"
     conda:
         "../../envs/segmentation.yaml"
     shell:
