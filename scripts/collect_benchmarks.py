@@ -3,7 +3,7 @@ date of the rule's newest benchmark file, jobs, total and max wall seconds, peak
 Usage: python scripts/collect_benchmarks.py OUT.csv [--note TEXT] [--keep RULE ...] [--skip GLOB ...]
 (--keep: those rules' rows stay as OUT.csv has them, e.g. when the latest job of a rule only resumed
 a finished training, so its benchmark does not measure the stage; --skip: benchmark files left out,
-by a glob on their path under benchmarks/, e.g. the supervised bound's 'nnunet_*/Dataset[!5]*')."""
+by a glob on their path under benchmarks/, e.g. the supervised bound's 'nnunet_*/Dataset[67]*')."""
 
 import argparse
 import os

@@ -1,5 +1,5 @@
 """Copy the default run's Markdown tables into README.md, each between its `<!-- NAME:start -->` and
-`<!-- NAME:end -->` markers (NAME: summary, intensity_bound). Usage: python scripts/readme_results.py
+`<!-- NAME:end -->` markers (NAME: summary, intensity_bound, supervised_bound). Usage: python scripts/readme_results.py
 [--check] (--check: exit 1 when a README table differs from its results/tables file, change nothing)."""
 
 import argparse
@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"summary": "results/tables/summary.md", "intensity_bound": "results/tables/intensity_bound.md"}
+TABLES = {
+    "summary": "results/tables/summary.md",
+    "intensity_bound": "results/tables/intensity_bound.md",
+    "supervised_bound": "results/tables/supervised_bound.md",
+}
 
 
 def readme_with_table(readme: str, name: str, table_md: str) -> str:

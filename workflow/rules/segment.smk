@@ -43,7 +43,7 @@ rule nnunet_plan:
         f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/nnUNetPlans.json",
     params:
         nnunet=lambda w: nnunet_args(dataset_contrast(w)),
-    threads: 2
+    threads: NNUNET.get("num_processes", 2)  # its worker processes
     resources:
         mem_mb=8000,
         runtime=60,
