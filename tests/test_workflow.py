@@ -82,6 +82,17 @@ def test_supervised_bound_trains_one_nnunet_per_source(ci_run):
     assert target_dice.to_dict() == pytest.approx(oracle_dice.to_dict(), abs=1e-4)  # the target's row is the oracle
 
 
+def test_report_gathers_figures_and_tables_with_captions(ci_run):
+    """After the supervised bound's test: the report of `all` and the bound holds every figure and table."""
+    snakemake(ci_run, "--report", "report.html", "all", "supervised_bound")
+    html = (ci_run / "report.html").read_text()
+    for output in ("translation_grid.png", "dice.png", "sampler_curve.png", "loss.png", "summary.md",
+                   "intensity_bound.md", "supervised_bound.md"):
+        assert output in html, f"{output} missing from the report"
+    for caption in ("voxelwise intensity classifier", "out of their reach"):  # intensity / supervised bound
+        assert caption in html, f"caption text {caption!r} missing from the report"
+
+
 def test_atropos_labels_agree_with_the_phantom_truth(ci_run):
     table = pd.read_csv(ci_run / "results/tables/atropos.csv")
     assert set(table["class"]) == {"CSF", "GM", "WM", "mean"}
