@@ -1,4 +1,5 @@
-# nnU-Net v2 trained on the target contrast of the training subjects; every method segmented by it.
+# nnU-Net v2 trained on the target contrast of the training subjects, which segments every method;
+# and, for the supervised bound only, one nnU-Net per source contrast.
 
 
 def test_cases(method):
