@@ -190,6 +190,14 @@ def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, d
     parser.add_argument("--num-processes", type=int, default=2)
 
 
+def _add_contrast_dice_options(parser: argparse.ArgumentParser, case_files: tuple[str, ...]) -> None:
+    """--case SUBJECT CONTRAST FILES... (repeated) and the outputs of report.write_contrast_dice."""
+    parser.add_argument("--case", nargs=2 + len(case_files), action="append", required=True,
+                        metavar=("SUBJECT", "CONTRAST", *case_files))
+    parser.add_argument("--out", type=Path, required=True, help="long CSV")
+    parser.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
+
+
 def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mirroring", dest="mirroring", action="store_false",
                         help="no test-time mirroring: 4x fewer forward passes in 2d, slightly lower Dice")
@@ -310,17 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("intensity-bound", help="Dice of the best voxelwise intensity classifier per contrast")
-    p.add_argument("--case", nargs=5, action="append", required=True,
-                   metavar=("SUBJECT", "CONTRAST", "IMAGE", "LABELS", "MASK"))
-    p.add_argument("--out", type=Path, required=True, help="long CSV")
-    p.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
+    _add_contrast_dice_options(p, ("IMAGE", "LABELS", "MASK"))
     p.set_defaults(func=cmd_intensity_bound)
 
     p = sub.add_parser("dice-table", help="Dice of segmentations against labels per contrast and class")
-    p.add_argument("--case", nargs=4, action="append", required=True,
-                   metavar=("SUBJECT", "CONTRAST", "SEGMENTATION", "LABELS"))
-    p.add_argument("--out", type=Path, required=True, help="long CSV")
-    p.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
+    _add_contrast_dice_options(p, ("SEGMENTATION", "LABELS"))
     p.set_defaults(func=cmd_dice_table)
 
     p = sub.add_parser("tables", help="long and summary tables (CSV, Markdown) from the per-method metrics")
