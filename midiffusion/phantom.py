@@ -1,12 +1,12 @@
-"""The embedded multi-contrast phantom cohort (design.md section 3, "Embedded default").
+"""The embedded multi-contrast phantom cohort.
 
 Each synthetic subject is the ICBM152 2009a template (nilearn's wheel) under a random smooth
 deformation, rendered as spin-echo T1w / T2w / PDw images from per-subject tissue parameters with
 texture, a per-contrast bias field and Rician noise; source contrasts are rigidly misaligned.
 
 nilearn's ICBM152 T1 is skull-stripped, so the head around the brain (skull, diploe, muscle, fat,
-skin) is a synthetic layered shell grown outward from the brain surface, with thickness varying
-smoothly per subject; it is label 0 like the background.
+skin) is a synthetic layered shell grown outward from the brain surface (head.py), with thickness
+varying smoothly per subject; it is label 0 like the background.
 
 Written per subject, BIDS-like (the layout real BIDS data uses):
     sub-<id>/anat/sub-<id>_<contrast>.nii.gz   float32, all contrasts on one grid and affine
@@ -19,70 +19,18 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from .head import BRAIN_TISSUES, HEAD_TISSUES, PROTOCOLS, TISSUES, Anatomy, Texture, Tissue, clean_image, head_anatomy
 from .io import InputError, atomic_path, save_volume, write_json
-from .template import load_template
+from .template import CSF_RIM_MM, Template, load_template
 
 # Distance from the brain (mm) for points pulled from beyond the template's field of view: air.
 _FAR_MM = 1e3
-TISSUES = ("CSF", "GM", "WM")  # label = index + 1
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """Spin-echo repetition and echo times (ms)."""
-
-    tr_ms: float
-    te_ms: float
-
-
-@dataclass(frozen=True)
-class Tissue:
-    """Relaxation times (ms) and proton density (relative to water) of one tissue."""
-
-    t1_ms: float
-    t2_ms: float
-    pd: float
-
-    def signal(self, protocol: Protocol) -> float:
-        """Spin-echo signal of the pure tissue (no texture, noise or bias)."""
-        return float(spin_echo(self.pd, self.t1_ms, self.t2_ms, protocol))
-
-
-# 1.5 T values (BrainWeb-like) for the brain; literature-ballpark values for the head.
-BRAIN_TISSUES = {
-    "CSF": Tissue(2569.0, 329.0, 1.0),
-    "GM": Tissue(833.0, 83.0, 0.86),
-    "WM": Tissue(500.0, 70.0, 0.77),
-}
-HEAD_TISSUES = {
-    "fat": Tissue(260.0, 80.0, 0.9),  # bright in T1w
-    "muscle": Tissue(870.0, 47.0, 0.8),
-    "bone": Tissue(1000.0, 5.0, 0.05),  # cortical bone: few mobile protons, dark in every contrast
-}
-# Head shell from the brain surface outward: (thickness mm, tissue fractions). Inner table, diploe
-# (fatty marrow), outer table, galea / muscle, subcutaneous fat, skin.
-HEAD_LAYERS = (
-    (2.0, {"bone": 1.0}),
-    (2.5, {"bone": 0.5, "fat": 0.5}),
-    (1.5, {"bone": 1.0}),
-    (2.0, {"muscle": 1.0}),
-    (4.0, {"fat": 1.0}),
-    (1.5, {"muscle": 1.0}),
-)
-# TR 6000 ms for T2w and PDw as in IXI's dual-echo protocol: at TR 4000 ms the PDw signals of CSF
-# and GM differ by under 1 %, so their order would depend on the random tissue parameters.
-PROTOCOLS = {
-    "T1w": Protocol(500.0, 10.0),
-    "T2w": Protocol(6000.0, 100.0),
-    "PDw": Protocol(6000.0, 10.0),
-}
 
 
 @dataclass(frozen=True)
@@ -95,7 +43,7 @@ class PhantomSettings:
     tissue_variation: float = 0.03  # per-subject tissue parameters, clipped at 2 standard deviations
     texture: float = 0.04  # intra-tissue heterogeneity of T1, T2 and PD
     texture_sigma_mm: float = 3.0
-    csf_rim_mm: float = 1.0  # extra-axial CSF outside the template's brain mask
+    csf_rim_mm: float = CSF_RIM_MM  # extra-axial CSF outside the template's brain mask
     head_thickness: float = 0.15  # log-amplitude of the head shell's smooth thickness variation
     head_thickness_sigma_mm: float = 20.0
     bias: float = 0.1  # log-amplitude of the multiplicative bias field
@@ -104,34 +52,6 @@ class PhantomSettings:
     rotation_deg: tuple[float, float] = (1.0, 4.0)  # per-axis magnitude range, random sign
     translation_mm: tuple[float, float] = (1.0, 4.0)
     intensity_scale: float = 1000.0  # scanner-like units
-
-
-@dataclass
-class Anatomy:
-    """One subject's partial volumes on the output grid; every array is (X, Y, Z) float32 in [0, 1].
-
-    `fractions` holds CSF, GM, WM and (with the head) fat, muscle, bone; they sum to at most 1, the
-    rest is air. `brain` is the inside-brain fraction (CSF + GM + WM).
-    """
-
-    fractions: dict[str, np.ndarray]
-    brain: np.ndarray
-    affine: np.ndarray
-
-    @property
-    def labels(self) -> np.ndarray:
-        """(X, Y, Z) uint8: argmax of CSF/GM/WM (1, 2, 3), 0 where the inside-brain fraction is below 0.5."""
-        stacked = np.stack([self.fractions[name] for name in TISSUES])
-        return np.where(self.brain >= 0.5, stacked.argmax(axis=0) + 1, 0).astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class Texture:
-    """Smooth multiplicative heterogeneity of T1, T2 and PD, each (X, Y, Z) float32 around 1."""
-
-    t1: np.ndarray
-    t2: np.ndarray
-    pd: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -169,21 +89,6 @@ class SubjectPhantom:
         return self.anatomy.affine
 
 
-def spin_echo(pd, t1_ms, t2_ms, protocol: Protocol):
-    """Spin-echo signal S = PD (1 - exp(-TR/T1)) exp(-TE/T2); floats or broadcastable arrays."""
-    return pd * (1.0 - np.exp(-protocol.tr_ms / t1_ms)) * np.exp(-protocol.te_ms / t2_ms)
-
-
-def clean_image(anatomy: Anatomy, tissues: dict[str, Tissue], texture: Texture, protocol: Protocol) -> np.ndarray:
-    """Noise- and bias-free image (X, Y, Z) float32: the partial-volume mix of the tissues' textured signals."""
-    image = np.zeros(anatomy.brain.shape, np.float32)
-    for name, fraction in anatomy.fractions.items():
-        tissue = tissues[name]
-        signal = spin_echo(tissue.pd * texture.pd, tissue.t1_ms * texture.t1, tissue.t2_ms * texture.t2, protocol)
-        image += fraction * signal
-    return image
-
-
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
     """Gaussian-filtered white noise of `shape`, zero mean and unit standard deviation, float32.
 
@@ -198,43 +103,25 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: fl
     return ((field - field.mean()) / max(float(field.std()), 1e-12)).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class _TemplateMaps:
-    """Template maps at the phantom's resolution: GM, WM (0..1), signed distance to the brain mask (mm)."""
-
-    gm: np.ndarray
-    wm: np.ndarray
-    distance_mm: np.ndarray  # negative inside the brain mask
-    affine: np.ndarray
-
-
-@lru_cache(maxsize=2)
-def _template_maps(voxel_mm: float) -> _TemplateMaps:
-    template = load_template(voxel_mm)
-    outside = ndimage.distance_transform_edt(~template.brain, sampling=voxel_mm)
-    inside = ndimage.distance_transform_edt(template.brain, sampling=voxel_mm)
-    return _TemplateMaps(template.gm, template.wm, (outside - inside).astype(np.float32), template.affine)
-
-
 def _voxel_coordinates(
-    rng: np.random.Generator, maps: _TemplateMaps, voxel_mm: float, settings: PhantomSettings
+    rng: np.random.Generator, template: Template, voxel_mm: float, settings: PhantomSettings
 ) -> np.ndarray:
     """Template voxel coordinates (3, X, Y, Z) sampled by each subject voxel: a smooth random deformation.
 
     Subject point y (mm) comes from template point x = c + (y - c) / s + u(y), c the brain centre, s a
     global scaling per axis and u a smooth displacement; u is halved until the Jacobian is clearly positive.
     """
-    shape = maps.gm.shape
+    shape = template.gm.shape
     index = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    world = maps.affine[:3, :3] @ index + maps.affine[:3, 3:]
-    centre = world[:, maps.distance_mm.reshape(-1) < 0].mean(axis=1, keepdims=True)
+    world = template.affine[:3, :3] @ index + template.affine[:3, 3:]
+    centre = world[:, template.distance_mm.reshape(-1) < 0].mean(axis=1, keepdims=True)
     inverse_scale = 1.0 / (1.0 + rng.uniform(-settings.scaling, settings.scaling, (3, 1)))
     displacement = np.stack([smooth_noise(rng, shape, settings.warp_sigma_mm / voxel_mm) for _ in range(3)])
     displacement *= settings.warp_mm
     while _min_jacobian(displacement, inverse_scale[:, 0], voxel_mm) < 0.3:
         displacement *= 0.5
     source = centre + (world - centre) * inverse_scale + displacement.reshape(3, -1)
-    index = np.linalg.inv(maps.affine)[:3, :3] @ source + np.linalg.inv(maps.affine)[:3, 3:]
+    index = np.linalg.inv(template.affine)[:3, :3] @ source + np.linalg.inv(template.affine)[:3, 3:]
     return index.reshape(3, *shape)
 
 
@@ -251,64 +138,22 @@ def _min_jacobian(displacement: np.ndarray, inverse_scale: np.ndarray, voxel_mm:
     return float(det.min())
 
 
-def _ramp(distance_mm: np.ndarray, voxel_mm: float) -> np.ndarray:
-    """Partial-volume step: 0 well before distance 0, 1 well after, linear over one voxel."""
-    return np.clip(distance_mm / voxel_mm + 0.5, 0.0, 1.0)
-
-
-def _head_fractions(outside_mm: np.ndarray, voxel_mm: float) -> dict[str, np.ndarray]:
-    """Head tissue fractions from the distance (mm) outside the brain, stacking HEAD_LAYERS outward."""
-    fractions = {name: np.zeros_like(outside_mm) for name in HEAD_TISSUES}
-    start = 0.0
-    for thickness, mix in HEAD_LAYERS:
-        layer = _ramp(outside_mm - start, voxel_mm) - _ramp(outside_mm - start - thickness, voxel_mm)
-        for name, share in mix.items():
-            fractions[name] += share * layer
-        start += thickness
-    return fractions
-
-
-def _anatomy(gm: np.ndarray, wm: np.ndarray, outside_mm: np.ndarray, voxel_mm: float, affine: np.ndarray,
-             with_head: bool) -> Anatomy:
-    """Partial volumes from GM/WM maps and the distance (mm) beyond the brain surface."""
-    brain = 1.0 - _ramp(outside_mm, voxel_mm)
-    # GM and WM are confined to the brain; what the brain holds beyond them is CSF (sulci, ventricles, rim).
-    tissue = gm + wm
-    shrink = np.where(tissue > brain, brain / np.maximum(tissue, 1e-6), 1.0)
-    gm, wm = gm * shrink, wm * shrink
-    fractions = {"CSF": np.clip(brain - gm - wm, 0.0, 1.0), "GM": gm, "WM": wm}
-    if with_head:
-        fractions.update(_head_fractions(outside_mm, voxel_mm))
-    fractions = {name: value.astype(np.float32) for name, value in fractions.items()}
-    return Anatomy(fractions=fractions, brain=brain.astype(np.float32), affine=affine.copy())
-
-
 def subject_anatomy(
     rng: np.random.Generator, voxel_mm: float, *, with_head: bool = True, settings: PhantomSettings = PhantomSettings()
 ) -> Anatomy:
     """Deform the template at `voxel_mm` and derive the partial volumes (see Anatomy)."""
-    maps = _template_maps(voxel_mm)
-    coordinates = _voxel_coordinates(rng, maps, voxel_mm, settings)
+    template = load_template(voxel_mm)
+    coordinates = _voxel_coordinates(rng, template, voxel_mm, settings)
 
     def warp(data: np.ndarray, outside: float) -> np.ndarray:
         return ndimage.map_coordinates(data, coordinates, order=1, mode="constant", cval=outside).astype(np.float32)
 
-    gm, wm = warp(maps.gm, 0.0), warp(maps.wm, 0.0)
+    gm, wm = warp(template.gm, 0.0), warp(template.wm, 0.0)
     # Distance beyond the brain, stretched by a smooth per-subject factor so the head shell varies in thickness.
     variation = smooth_noise(rng, gm.shape, settings.head_thickness_sigma_mm / voxel_mm)
     thickness = np.exp(settings.head_thickness * variation)
-    outside_mm = (warp(maps.distance_mm, _FAR_MM) - settings.csf_rim_mm) / thickness
-    return _anatomy(gm, wm, outside_mm, voxel_mm, maps.affine, with_head)
-
-
-def reference_head(voxel_mm: float, contrast: str, settings: PhantomSettings = PhantomSettings()) -> SubjectPhantom:
-    """The undeformed template with a head of nominal thickness, nominal tissues, no texture, noise or
-    bias: a head-and-brain reference image (and its brain) for brain extraction by registration."""
-    maps = _template_maps(voxel_mm)
-    anatomy = _anatomy(maps.gm, maps.wm, maps.distance_mm - settings.csf_rim_mm, voxel_mm, maps.affine, True)
-    flat = np.ones_like(anatomy.brain)
-    image = clean_image(anatomy, {**BRAIN_TISSUES, **HEAD_TISSUES}, Texture(flat, flat, flat), PROTOCOLS[contrast])
-    return SubjectPhantom("template", {contrast: image}, anatomy, {**BRAIN_TISSUES, **HEAD_TISSUES}, {})
+    outside_mm = (warp(template.distance_mm, _FAR_MM) - settings.csf_rim_mm) / thickness
+    return head_anatomy(gm, wm, outside_mm, voxel_mm, template.affine, with_head=with_head)
 
 
 def draw_tissues(rng: np.random.Generator, variation: float) -> dict[str, Tissue]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
 from .metrics import dice_per_class
-from .phantom import reference_head
+from .template import reference_head
 
 
 Registration = Literal["Rigid", "Affine"]
@@ -46,12 +46,11 @@ def n4(image: ants.ANTsImage) -> ants.ANTsImage:
 
 def extract_brain(target: ants.ANTsImage, contrast: str, voxel_mm: float) -> np.ndarray:
     """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
-    the ICBM152 template (phantom.reference_head), is registered to it (affine then SyN) and the
+    the ICBM152 template (template.reference_head), is registered to it (affine then SyN) and the
     reference's brain is warped back. Returns a bool array on the target grid."""
     reference = reference_head(max(1.0, float(round(voxel_mm))), contrast)
-    affine = reference.anatomy.affine
-    moving = _to_ants(reference.images[contrast], affine)
-    brain = _to_ants(reference.anatomy.brain, affine)
+    moving = _to_ants(reference.image, reference.affine)
+    brain = _to_ants(reference.brain, reference.affine)
     with tempfile.TemporaryDirectory() as tmp:
         reg = ants.registration(target, moving, type_of_transform="SyN", outprefix=f"{tmp}/tpl_")
         warped = ants.apply_transforms(target, brain, reg["fwdtransforms"], interpolator="linear")

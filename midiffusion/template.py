@@ -1,4 +1,5 @@
-"""The ICBM152 2009a template that nilearn's wheel ships (1 mm, uint8 0..255): head T1 and GM/WM maps."""
+"""The ICBM152 2009a template that nilearn's wheel ships (1 mm, uint8 0..255): GM/WM maps, their brain
+mask, and the undeformed reference head that brain extraction registers to a subject."""
 
 from __future__ import annotations
 
@@ -11,16 +12,29 @@ import nilearn
 import numpy as np
 from scipy import ndimage
 
+from .head import BRAIN_TISSUES, HEAD_TISSUES, PROTOCOLS, Texture, clean_image, head_anatomy
+
 TEMPLATE_DIR = Path(nilearn.__file__).parent / "datasets" / "data"
+CSF_RIM_MM = 1.0  # nominal extra-axial CSF outside the template's brain mask
 
 
 @dataclass(frozen=True)
 class Template:
-    """Template maps on one grid: t1 (head, 0..1), gm and wm probabilities (0..1), brain mask; RAS affine."""
+    """Template maps on one grid: gm and wm probabilities (0..1), brain mask, its signed distance (mm,
+    negative inside); RAS affine."""
 
-    t1: np.ndarray
     gm: np.ndarray
     wm: np.ndarray
+    brain: np.ndarray
+    distance_mm: np.ndarray
+    affine: np.ndarray
+
+
+@dataclass(frozen=True)
+class ReferenceHead:
+    """A head-and-brain image (X, Y, Z) float32 and its inside-brain fraction, on `affine` (RAS)."""
+
+    image: np.ndarray
     brain: np.ndarray
     affine: np.ndarray
 
@@ -57,9 +71,23 @@ def load_template(voxel_mm: float = 1.0) -> Template:
     factor = int(round(voxel_mm))
     if factor < 1 or abs(factor - voxel_mm) > 1e-6:
         raise ValueError(f"voxel_mm must be a whole number of millimetres, got {voxel_mm}")
-    images = {name: _load(name) for name in ("t1", "gm", "wm")}
-    maps = {name: _downsample(np.asarray(img.dataobj, dtype=np.float32) / 255.0, factor) for name, img in images.items()}
-    affine = images["t1"].affine.copy()
+    images = {name: _load(name) for name in ("gm", "wm")}
+    gm, wm = (_downsample(np.asarray(img.dataobj, dtype=np.float32) / 255.0, factor) for img in images.values())
+    affine = images["gm"].affine.copy()
     affine[:3, :3] *= factor
     affine[:3, 3] += affine[:3, :3] @ np.full(3, (factor - 1) / (2 * factor))  # block centres
-    return Template(maps["t1"], maps["gm"], maps["wm"], brain_mask_from_tissue(maps["gm"], maps["wm"]), affine)
+    brain = brain_mask_from_tissue(gm, wm)
+    outside = ndimage.distance_transform_edt(~brain, sampling=factor)
+    inside = ndimage.distance_transform_edt(brain, sampling=factor)
+    return Template(gm, wm, brain, (outside - inside).astype(np.float32), affine)
+
+
+def reference_head(voxel_mm: float, contrast: str) -> ReferenceHead:
+    """The undeformed template with a head of nominal thickness, nominal tissues, no texture, noise or
+    bias: a head-and-brain reference image (and its brain) for brain extraction by registration."""
+    template = load_template(voxel_mm)
+    outside_mm = template.distance_mm - CSF_RIM_MM
+    anatomy = head_anatomy(template.gm, template.wm, outside_mm, voxel_mm, template.affine, with_head=True)
+    flat = np.ones_like(anatomy.brain)
+    image = clean_image(anatomy, {**BRAIN_TISSUES, **HEAD_TISSUES}, Texture(flat, flat, flat), PROTOCOLS[contrast])
+    return ReferenceHead(image, anatomy.brain, anatomy.affine)

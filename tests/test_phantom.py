@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from midiffusion import phantom
+from midiffusion import head, phantom
 from midiffusion.io import InputError, load_volume, read_json
 
 VOXEL_MM = 4.0
@@ -47,8 +47,8 @@ def centroid_mm(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 def test_spin_echo_orders_tissues_at_nominal_parameters():
     signal = {
-        contrast: {name: tissue.signal(protocol) for name, tissue in phantom.BRAIN_TISSUES.items()}
-        for contrast, protocol in phantom.PROTOCOLS.items()
+        contrast: {name: tissue.signal(protocol) for name, tissue in head.BRAIN_TISSUES.items()}
+        for contrast, protocol in head.PROTOCOLS.items()
     }
     assert signal["T1w"]["WM"] > signal["T1w"]["GM"] > signal["T1w"]["CSF"]
     assert signal["T2w"]["CSF"] > signal["T2w"]["GM"] > signal["T2w"]["WM"]
@@ -58,7 +58,7 @@ def test_spin_echo_orders_tissues_at_nominal_parameters():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_contrast_orderings_before_noise_and_bias(seed):
     subject = simulate(seed=seed, noise=False, bias=False, misalign=False)
-    t1w, pdw, t2w = (tissue_means(subject, c, 0.9, phantom.TISSUES) for c in CONTRASTS)
+    t1w, pdw, t2w = (tissue_means(subject, c, 0.9, head.TISSUES) for c in CONTRASTS)
     assert t1w["WM"] > t1w["GM"] > t1w["CSF"]
     assert t2w["CSF"] > t2w["GM"] > t2w["WM"]
     assert pdw["CSF"] > pdw["GM"] > pdw["WM"]
@@ -91,15 +91,15 @@ def test_partial_volumes_partition_and_labels(clean):
 
 def test_without_head_outside_of_brain_is_empty():
     subject = simulate(with_head=False, noise=False, bias=False, misalign=False)
-    assert set(subject.anatomy.fractions) == set(phantom.TISSUES)
+    assert set(subject.anatomy.fractions) == set(head.TISSUES)
     assert subject.images["T1w"][subject.anatomy.brain == 0].max() == 0.0
 
 
 def test_rician_noise_level_in_air():
     subject = simulate(misalign=False)
     air = sum(subject.anatomy.fractions.values()) == 0
-    protocol = phantom.PROTOCOLS["T1w"]
-    brightest = max(subject.tissues[name].signal(protocol) for name in phantom.TISSUES)
+    protocol = head.PROTOCOLS["T1w"]
+    brightest = max(subject.tissues[name].signal(protocol) for name in head.TISSUES)
     sigma = phantom.PhantomSettings().noise * brightest * phantom.PhantomSettings().intensity_scale
     # The magnitude of pure complex Gaussian noise is Rayleigh distributed, mean sigma sqrt(pi / 2).
     assert subject.images["T1w"][air].mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.05)

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import tempfile
 
 import ants
@@ -16,3 +18,9 @@ def test_atropos_labels_find_three_tissues_and_leave_no_temp_files(tmp_path, mon
     assert (labels == truth).mean() > 0.99
     assert list(tmp_path.iterdir()) == []  # ants.atropos' probability images went to a removed folder
     assert tempfile.tempdir == str(tmp_path)
+
+
+def test_preprocess_does_not_import_the_phantom_simulator():
+    # Brain extraction's reference head comes from the template module; real data needs no simulator.
+    check = "import midiffusion.preprocess, sys; assert 'midiffusion.phantom' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True)
