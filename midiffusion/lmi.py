@@ -1,4 +1,7 @@
-"""Local mutual information (LMI) between two images: the diffusion model's condition (design.md 6).
+"""Local mutual information (LMI) between two images: the diffusion model's condition.
+
+Definition and choice of parameters: docs/method.md, "Local mutual information (LMI)" and
+"Design decisions".
 
 For pixel p the patch x patch samples of the anchor around p are paired with the patch x patch
 samples of the other image around p + d; their joint intensity distribution is a Parzen (Gaussian
