@@ -1,4 +1,5 @@
-"""The environment files in envs/ agree with pyproject.toml, and the CLI is installed."""
+"""pyproject.toml's light core and per-stage extras, the environment files in envs/ that install them, and
+the installed CLI."""
 
 import re
 import subprocess
@@ -8,47 +9,74 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
+ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
+# Extras that no stage installs: the tests' own, and the union of the stages for a full install.
+NOT_STAGES = {"test", "all"}
 
 
 def _requirements(lines: list[str]) -> dict[str, str]:
-    parsed = {}
-    for line in lines:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", line.strip())
-        if match:
-            parsed[match[1].lower()] = match[2].replace(" ", "")
-    return parsed
+    """Canonical package name -> normalised requirement ("snakemake[reports]>=8.0")."""
+    requirements = [Requirement(line) for line in lines]
+    return {canonicalize_name(r.name): str(r) for r in requirements if canonicalize_name(r.name) != "midiffusion"}
 
 
-def _pyproject() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = [d for group in project["optional-dependencies"].values() for d in group]
-    return _requirements(project["dependencies"] + extras)
-
-
-def _env(path: Path) -> dict[str, str]:
+def _env(path: Path) -> tuple[list[str], dict[str, str]]:
+    """The extras an env file installs the project with (`-e ..[a,b]`), and its other pins."""
     spec = yaml.safe_load(path.read_text())
     pip = next(item["pip"] for item in spec["dependencies"] if isinstance(item, dict) and "pip" in item)
-    assert "-e .." in pip, f"{path.name} must install the project itself"
-    return _requirements([line for line in pip if not line.startswith("-")])
-
-
-ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
+    editable = [re.fullmatch(r"-e \.\.\[([a-z,]+)\]", line) for line in pip if line.startswith("-e")]
+    assert len(editable) == 1 and editable[0], f"{path.name} must install the project once, as -e ..[<extras>]"
+    return editable[0][1].split(","), _requirements([line for line in pip if not line.startswith("-")])
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
-def test_env_file_pins_match_pyproject(path):
-    declared = _pyproject()
-    for name, spec in _env(path).items():
-        assert name in declared, f"{path.name}: {name} is not a dependency in pyproject.toml"
-        assert spec == declared[name], f"{path.name}: {name}{spec} but pyproject.toml says {name}{declared[name]}"
+def test_env_file_pins_are_the_core_and_its_extras(path):
+    extras, pins = _env(path)
+    assert path.stem in extras, f"{path.name} must install the extra of its stage, [{path.stem}]"
+    assert not set(extras) & NOT_STAGES and set(extras) <= set(EXTRAS), f"{path.name}: extras {extras}"
+    expected = _requirements(PROJECT["dependencies"] + [d for extra in extras for d in EXTRAS[extra]])
+    assert pins == expected, f"{path.name}: {sorted(pins.values())}, pyproject.toml: {sorted(expected.values())}"
 
 
 def test_every_dependency_is_in_some_env_file():
-    covered = set().union(*(_env(path) for path in ENV_FILES))
-    missing = set(_pyproject()) - covered - {"pytest"}
+    covered = set().union(*(_env(path)[1] for path in ENV_FILES))
+    stages = [d for extra, group in EXTRAS.items() if extra not in NOT_STAGES for d in group]
+    missing = set(_requirements(PROJECT["dependencies"] + stages)) - covered
     assert not missing, f"dependencies missing from every envs/*.yaml: {sorted(missing)}"
+
+
+def test_each_package_has_one_requirement_everywhere():
+    seen: dict[str, str] = {}
+    for line in PROJECT["dependencies"] + [d for group in EXTRAS.values() for d in group]:
+        for name, requirement in _requirements([line]).items():
+            assert seen.setdefault(name, requirement) == requirement, f"{requirement} and {seen[name]}"
+
+
+def test_all_extra_is_every_stage():
+    (everything,) = map(Requirement, EXTRAS["all"])
+    assert everything.name == "midiffusion" and everything.extras == set(EXTRAS) - NOT_STAGES
+
+
+def test_report_stage_needs_no_torch():
+    assert "torch" not in _requirements(PROJECT["dependencies"] + EXTRAS["report"])
+    check = "import midiffusion.report, midiffusion.metrics, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_core_modules_import_only_the_core():
+    # The workflow env imports these while Snakemake parses the DAG; the CLI imports stages lazily.
+    # (Not scipy: nibabel imports it where it is installed, but runs without it.)
+    heavy = ["torch", "pandas", "matplotlib", "skimage", "ants", "nilearn", "nnunetv2", "tqdm"]
+    modules = "midiffusion.cli, midiffusion.config, midiffusion.cohort"
+    check = f"import {modules}, sys; print([m for m in {heavy} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_every_rule_names_an_existing_env_file():
