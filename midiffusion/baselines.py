@@ -1,5 +1,5 @@
 """Methods that need no diffusion model. Each takes the same inputs and returns a normalised volume
-on the target grid; adding a method is one function here plus its name in the config's `methods`."""
+on the target grid; adding a method is one function here plus its entry in methods.REGISTRY."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from skimage.exposure import match_histograms
 
 from .io import Volume, check_mask, check_same_grid, load_volume, save_volume
+from .layout import BACKGROUND
 
 
 @dataclass
@@ -38,7 +39,7 @@ def histmatch(inputs: BaselineInputs) -> np.ndarray:
     """Source brain intensities histogram-matched to the pooled training target brains."""
     reference = np.concatenate([volume.data[mask] for volume, mask in inputs.references])
     matched = match_histograms(inputs.source.data[inputs.mask], reference)
-    out = np.full_like(inputs.source.data, -1.0)
+    out = np.full_like(inputs.source.data, BACKGROUND)
     out[inputs.mask] = matched
     return out
 

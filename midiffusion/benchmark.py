@@ -13,12 +13,15 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
+from .config import SamplingConfig
 from .io import atomic_path, check_mask, check_same_grid, load_volume, save_volume
+from .layout import BACKGROUND
 from .metrics import dice_per_class, image_metrics
-from .sampling import sample
-from .slices import BACKGROUND, slice_geometry, slices_to_volume, volume_to_slices
-from .train import load_model
+from .model import load_model
+from .slices import slice_geometry, slices_to_volume, volume_to_slices
+from .translate import sample_slices
 
 # Segments (image, output) pairs into label maps, e.g. functools.partial(segment.segment_volumes, ...).
 Segmenter = Callable[[list[tuple[Path, Path]]], Sequence[Path]]
@@ -31,17 +34,16 @@ def benchmark_sampling(
     mask_path: Path,
     out_path: Path,
     *,
-    ddim_steps: Sequence[int] = (25, 50, 100),
-    n_slices: int = 8,
-    eta: float = 0.0,
-    guidance_scale: float = 1.0,
-    seed: int = 0,
+    ddim_steps: Sequence[int],
+    n_slices: int,
+    config: SamplingConfig = SamplingConfig(),
     device: str = "auto",
     labels_path: Path | None = None,
     segmenter: Segmenter | None = None,
 ) -> pd.DataFrame:
     """Translate the `n_slices` central brain slices with DDPM (all T steps) and DDIM (each of
-    `ddim_steps`, with `eta`), same initial noise and guidance scale; write one row per setting:
+    `ddim_steps`), with the rest of `config` (eta, guidance scale, seed: the same initial noise for
+    every setting); write one row per setting:
     PSNR / SSIM / MAE against the real target inside the brain on those slices, UNet calls and wall
     time per slice. With `labels_path` and `segmenter` (the trained nnU-Net), also the Dice per class
     of the segmented translations on those slices (columns dice_CSF, dice_GM, dice_WM, dice_mean)."""
@@ -55,22 +57,20 @@ def benchmark_sampling(
     geometry = dataclasses.replace(full, z_indices=tuple(chosen))
     in_slices = np.zeros_like(mask)
     in_slices[:, :, list(chosen)] = mask[:, :, list(chosen)]
-    device_ = next(loaded.model.parameters()).device
-    batch = torch.from_numpy(volume_to_slices(source.data, geometry)).to(device_)
+    slices = volume_to_slices(source.data, geometry)
     rows, volumes = [], []
-    for sampler, steps in [("ddpm", loaded.schedule.timesteps), *[("ddim", s) for s in ddim_steps]]:
+    settings = [("ddpm", loaded.schedule.timesteps), *[("ddim", s) for s in ddim_steps]]
+    for sampler, steps in tqdm(settings, desc="sampler settings", unit="setting"):
+        setting = dataclasses.replace(config, sampler=sampler, steps=steps)
         start = time.perf_counter()
-        result = sample(
-            loaded.model, loaded.schedule, batch, sampler=sampler, steps=steps, eta=eta,
-            guidance_scale=guidance_scale, lmi_kwargs=loaded.config.lmi_kwargs(),
-            generator=torch.Generator().manual_seed(seed),
-        )
+        result = sample_slices(loaded, slices, setting, generator=torch.Generator().manual_seed(config.seed))
         seconds = time.perf_counter() - start
-        volumes.append(np.where(in_slices, slices_to_volume(result.images.cpu().numpy(), geometry), BACKGROUND))
+        volumes.append(np.where(in_slices, slices_to_volume(result.images, geometry), BACKGROUND))
         rows.append({
             "date": date.today().isoformat(), "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-            "device": device_.type, "sampler": sampler, "steps": steps, "eta": 1.0 if sampler == "ddpm" else eta,
-            "guidance_scale": guidance_scale, "network_calls": result.network_calls, "n_slices": len(chosen),
+            "device": loaded.device.type, "sampler": sampler, "steps": steps,
+            "eta": 1.0 if sampler == "ddpm" else config.eta, "guidance_scale": config.guidance_scale,
+            "network_calls": result.network_calls, "n_slices": len(chosen),
             "seconds_per_slice": seconds / len(chosen), **image_metrics(volumes[-1], target.data, in_slices),
         })
         print(rows[-1], flush=True)

@@ -1,5 +1,6 @@
-"""`midiffusion <subcommand>`: the commands the workflow's rules call. Each is a thin wrapper over a
-package function; heavy imports happen inside the subcommand so that `--help` stays fast."""
+"""`midiffusion <command>`: one entry point for the commands you run by hand and the steps the
+workflow's rules run. Each is a thin wrapper over a package function (importable from Python too);
+heavy imports happen inside the command so that `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
+from .config import default
 from .io import InputError
+from .methods import METHODS, names
 
 
 def _pairs(values: list[str], what: str) -> dict[str, Path]:
@@ -46,6 +49,9 @@ def cmd_phantom(args: argparse.Namespace) -> None:
 def cmd_preprocess(args: argparse.Namespace) -> None:
     from .preprocess import SubjectImages, preprocess_subject
 
+    from .config import PreprocessConfig
+
+    PreprocessConfig(not args.no_n4, args.registration, args.brain_extraction, tuple(args.percentiles))  # checks them
     inputs = SubjectImages(args.subject, args.target, _pairs(args.image, "image"), args.labels, args.misalignment)
     errors = preprocess_subject(
         inputs, args.out_dir, registration=args.registration, brain_extraction=args.brain_extraction,
@@ -69,32 +75,35 @@ def cmd_slices(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train
+    from .config import DiffusionConfig
+    from .train import train
 
-    config = TrainConfig.from_dict({"image_size": args.image_size, **_options(args.options)})
+    config = DiffusionConfig.from_dict({"image_size": args.image_size, **_options(args.options)})
     result = train(args.slices, args.out_dir, config)
     print(result)
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from .translate import DIFFUSION_METHODS, SamplingConfig, translate_volume
+    from .config import SamplingConfig
+    from .translate import translate_volume
 
     config = SamplingConfig.from_dict(_options(args.options))
     translate_volume(
-        args.model, args.source, args.mask, args.out, guided=DIFFUSION_METHODS[args.method], config=config,
-        std_path=args.std, device=args.device,
+        args.model, args.mask, args.out, source_path=args.source, guided=METHODS[args.method].guided,
+        config=config, std_path=args.std, device=args.device,
     )
 
 
 def cmd_benchmark_sampling(args: argparse.Namespace) -> None:
     from .benchmark import benchmark_sampling
+    from .config import SamplingConfig
 
     segmenter = _segmenter(args) if args.root else None
     if (segmenter is None) != (args.labels is None):
         raise InputError("benchmark-sampling: Dice needs both --labels and the nnU-Net model (--root, --dataset-id)")
     benchmark_sampling(args.model, args.source, args.target, args.mask, args.out,
-                       ddim_steps=args.ddim_steps, n_slices=args.n_slices, eta=args.eta,
-                       guidance_scale=args.guidance_scale, device=args.device,
+                       ddim_steps=args.ddim_steps, n_slices=args.n_slices,
+                       config=SamplingConfig.from_dict(_options(args.options)), device=args.device,
                        labels_path=args.labels, segmenter=segmenter)
 
 
@@ -203,139 +212,160 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
                         help="no test-time mirroring: 4x fewer forward passes in 2d, slightly lower Dice")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="midiffusion", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Commands:
+    """Adds subcommands and lists them in two groups in `midiffusion --help`."""
 
-    p = sub.add_parser("phantom", help="build one phantom subject (T1w/T2w/PDw, labels, misalignment, QC figure)")
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+        self.sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+        self.listed: dict[bool, list[str]] = {True: [], False: []}
+
+    def add(self, name: str, help: str, func, *, user: bool) -> argparse.ArgumentParser:
+        """user: a command you run by hand (else a step the workflow's rules run)."""
+        self.listed[user].append(f"  {name:<20}{help}")
+        command = self.sub.add_parser(name, description=help[0].upper() + help[1:] + ".")
+        command.set_defaults(func=func)
+        return command
+
+    def describe(self) -> str:
+        return "\n".join([
+            "midiffusion: zero-shot cross-modality MRI translation with mutual-information-guided diffusion.", "",
+            "Run the whole pipeline with Snakemake (see README.md); or run one command:", "",
+            "commands for you:", *self.listed[True], "",
+            "workflow steps (the rules run these; usable by hand too):", *self.listed[False], "",
+            "`midiffusion <command> --help` shows a command's options.",
+        ])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="midiffusion", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
+    commands = _Commands(parser)
+
+    p = commands.add("phantom", "build one phantom subject (T1w/T2w/PDw, labels, misalignment, QC figure)",
+                     cmd_phantom, user=True)
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--subject", required=True)
-    p.add_argument("--voxel-mm", type=int, default=2)
-    p.add_argument("--target", default="T1w")
-    p.add_argument("--sources", nargs="+", default=["PDw", "T2w"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voxel-mm", type=int, default=default("phantom", "voxel_mm"))
+    p.add_argument("--target", default=default("data", "target"))
+    p.add_argument("--sources", nargs="+", default=list(default("data", "sources")))
+    p.add_argument("--seed", type=int, default=default("phantom", "seed"))
     p.add_argument("--no-head", action="store_true")
     p.add_argument("--qc-dir", type=Path)
-    p.set_defaults(func=cmd_phantom)
 
-    p = sub.add_parser("preprocess", help="N4, brain extraction, registration to the target, normalisation")
+    p = commands.add("train", "train the diffusion model on target-contrast slices (resumes)", cmd_train, user=True)
+    p.add_argument("--slices", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--image-size", type=int, default=default("slices", "size"))
+    p.add_argument("--options", default="{}", help="JSON object of training settings (config section diffusion)")
+
+    p = commands.add("translate", "translate a normalised source volume into the target contrast", cmd_translate,
+                     user=True)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--source", type=Path, help="normalised source volume (not needed by unguided)")
+    p.add_argument("--mask", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--std", type=Path, help="also write the voxelwise sd over samples")
+    p.add_argument("--method", default="midiffusion", choices=names("diffusion"))
+    p.add_argument("--options", default="{}", help="JSON object of sampling settings (config section sampling)")
+    p.add_argument("--device", default="auto")
+
+    p = commands.add("nnunet-predict", "segment volumes with a trained nnU-Net", cmd_nnunet_predict, user=True)
+    _add_nnunet_common(p)
+    p.add_argument("--case", nargs=2, action="append", required=True, metavar=("IMAGE", "SEGMENTATION"))
+    _add_prediction_options(p)
+
+    p = commands.add("benchmark-sampling", "DDPM (all steps) against DDIM step counts on test slices",
+                     cmd_benchmark_sampling, user=True)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--source", type=Path, required=True)
+    p.add_argument("--target", type=Path, required=True)
+    p.add_argument("--mask", type=Path, required=True)
+    p.add_argument("--ddim-steps", type=int, nargs="+", default=list(default("benchmark", "ddim_steps")))
+    p.add_argument("--n-slices", type=int, default=default("benchmark", "n_slices"))
+    p.add_argument("--options", default="{}", help="JSON object of sampling settings (eta, guidance_scale, seed...)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--labels", type=Path, help="ground-truth labels: with the nnU-Net options, adds Dice columns")
+    _add_nnunet_common(p, required=False, device=False)
+    _add_prediction_options(p)
+
+    p = commands.add("dice-table", "Dice of segmentations against labels per contrast and class", cmd_dice_table,
+                     user=True)
+    _add_contrast_dice_options(p, ("SEGMENTATION", "LABELS"))
+
+    p = commands.add("preprocess", "N4, brain extraction, registration to the target, normalisation",
+                     cmd_preprocess, user=False)
     p.add_argument("--subject", required=True)
     p.add_argument("--target", required=True)
     p.add_argument("--image", action="append", required=True, metavar="CONTRAST=PATH")
     p.add_argument("--labels", type=Path)
     p.add_argument("--misalignment", type=Path, help="phantom: JSON with the true misalignment")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--registration", default="Rigid", choices=["Rigid", "Affine"])
-    p.add_argument("--brain-extraction", default="template", choices=["template", "labels"])
+    p.add_argument("--registration", default=default("preprocess", "registration"), choices=["Rigid", "Affine"])
+    p.add_argument("--brain-extraction", default=default("preprocess", "brain_extraction"), choices=["template", "labels"])
     p.add_argument("--no-n4", action="store_true")
-    p.add_argument("--percentiles", type=float, nargs=2, default=[0.5, 99.5])
-    p.set_defaults(func=cmd_preprocess)
+    p.add_argument("--percentiles", type=float, nargs=2, default=list(default("preprocess", "percentiles")))
 
-    p = sub.add_parser("qc-tables", help="registration error and Atropos Dice tables from the preprocessing QC")
+    p = commands.add("qc-tables", "registration error and Atropos Dice tables from the preprocessing QC",
+                     cmd_qc_tables, user=False)
     p.add_argument("--inputs", type=Path, nargs="+", required=True)
     p.add_argument("--registration", type=Path, required=True)
     p.add_argument("--atropos", type=Path, required=True)
-    p.set_defaults(func=cmd_qc_tables)
 
-    p = sub.add_parser("slices", help="stack the training subjects' target slices for the diffusion model")
+    p = commands.add("slices", "stack the training subjects' target slices for the diffusion model", cmd_slices,
+                     user=False)
     p.add_argument("--images", type=Path, nargs="+", required=True)
     p.add_argument("--masks", type=Path, nargs="+", required=True)
-    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--size", type=int, default=default("slices", "size"))
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_slices)
 
-    p = sub.add_parser("train", help="train the diffusion model on target-contrast slices (resumes)")
-    p.add_argument("--slices", type=Path, required=True)
-    p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--image-size", type=int, required=True)
-    p.add_argument("--options", default="{}", help="JSON object of training settings (config section diffusion)")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("translate", help="translate a source volume into the target contrast")
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--source", type=Path, required=True)
-    p.add_argument("--mask", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--std", type=Path, help="also write the voxelwise sd over samples")
-    p.add_argument("--method", default="midiffusion", choices=["midiffusion", "unguided"])
-    p.add_argument("--options", default="{}", help="JSON object of sampling settings (config section sampling)")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_translate)
-
-    p = sub.add_parser("benchmark-sampling", help="DDPM (all steps) against DDIM step counts on test slices")
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--source", type=Path, required=True)
-    p.add_argument("--target", type=Path, required=True)
-    p.add_argument("--mask", type=Path, required=True)
-    p.add_argument("--ddim-steps", type=int, nargs="+", default=[25, 50, 100])
-    p.add_argument("--n-slices", type=int, default=8)
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like noise)")
-    p.add_argument("--guidance-scale", type=float, default=1.0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--labels", type=Path, help="ground-truth labels: with the nnU-Net options, adds Dice columns")
-    _add_nnunet_common(p, required=False, device=False)
-    _add_prediction_options(p)
-    p.set_defaults(func=cmd_benchmark_sampling)
-
-    p = sub.add_parser("baseline", help="a method without diffusion: oracle, none, histmatch")
-    p.add_argument("--method", required=True)
+    p = commands.add("baseline", "a method without diffusion (" + ", ".join(names("target") + names("map")) + ")",
+                     cmd_baseline, user=False)
+    p.add_argument("--method", required=True, choices=names("target") + names("map"))
     p.add_argument("--source", type=Path, required=True)
     p.add_argument("--target", type=Path, required=True)
     p.add_argument("--mask", type=Path, required=True)
     p.add_argument("--reference", type=Path, nargs="+", default=[])
     p.add_argument("--reference-mask", type=Path, nargs="+", default=[])
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_baseline)
 
-    p = sub.add_parser("nnunet-export", help="write the training set in nnU-Net's raw format")
+    p = commands.add("nnunet-export", "write the training set in nnU-Net's raw format", cmd_nnunet_export, user=False)
     _add_nnunet_common(p)
     p.add_argument("--name", required=True)
     p.add_argument("--image", action="append", required=True, metavar="CASE=PATH")
     p.add_argument("--label", action="append", required=True, metavar="CASE=PATH")
-    p.set_defaults(func=cmd_nnunet_export)
 
-    p = sub.add_parser("nnunet-plan", help="nnU-Net plan and preprocess (with its integrity check)")
+    p = commands.add("nnunet-plan", "nnU-Net plan and preprocess (with its integrity check)", cmd_nnunet_plan,
+                     user=False)
     _add_nnunet_common(p)
-    p.set_defaults(func=cmd_nnunet_plan)
 
-    p = sub.add_parser("nnunet-train", help="train nnU-Net on the target contrast")
+    p = commands.add("nnunet-train", "train nnU-Net on one contrast of the training subjects", cmd_nnunet_train,
+                     user=False)
     _add_nnunet_common(p)
-    p.set_defaults(func=cmd_nnunet_train)
 
-    p = sub.add_parser("nnunet-predict", help="segment volumes with the trained nnU-Net")
-    _add_nnunet_common(p)
-    p.add_argument("--case", nargs=2, action="append", required=True, metavar=("IMAGE", "SEGMENTATION"))
-    _add_prediction_options(p)
-    p.set_defaults(func=cmd_nnunet_predict)
-
-    p = sub.add_parser("evaluate", help="Dice and image metrics of one method's test cases")
+    p = commands.add("evaluate", "Dice and image metrics of one method's test cases", cmd_evaluate, user=False)
     p.add_argument("--method", required=True)
     p.add_argument("--case", nargs=7, action="append", required=True,
                    metavar=("SUBJECT", "SOURCE", "SEGMENTATION", "LABELS", "IMAGE", "REFERENCE", "MASK"))
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("intensity-bound", help="Dice of the best voxelwise intensity classifier per contrast")
+    p = commands.add("intensity-bound", "Dice of the best voxelwise intensity classifier per contrast",
+                     cmd_intensity_bound, user=False)
     _add_contrast_dice_options(p, ("IMAGE", "LABELS", "MASK"))
-    p.set_defaults(func=cmd_intensity_bound)
 
-    p = sub.add_parser("dice-table", help="Dice of segmentations against labels per contrast and class")
-    _add_contrast_dice_options(p, ("SEGMENTATION", "LABELS"))
-    p.set_defaults(func=cmd_dice_table)
-
-    p = sub.add_parser("tables", help="long and summary tables (CSV, Markdown) from the per-method metrics")
+    p = commands.add("tables", "long and summary tables (CSV, Markdown) from the per-method metrics", cmd_tables,
+                     user=False)
     p.add_argument("--metrics", type=Path, nargs="+", required=True)
     p.add_argument("--out-dir", type=Path, required=True)
-    p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("figure", help="a figure: dice | grid | sampler")
+    p = commands.add("figure", "a figure: dice | grid | sampler", cmd_figure, user=False)
     p.add_argument("kind", choices=["dice", "grid", "sampler"])
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--subject")
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_figure)
+
+    parser.description = commands.describe()
     return parser
 
 

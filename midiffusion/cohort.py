@@ -39,16 +39,6 @@ def phantom_subjects(n_subjects: int) -> list[str]:
     return [f"{i:02d}" for i in range(1, n_subjects + 1)]
 
 
-def phantom_image(root: str | Path, subject: str, contrast: str) -> Path:
-    """Where the phantom (and any BIDS subject without sessions) keeps an image; contrast "dseg" = labels."""
-    return Path(root) / f"sub-{subject}" / "anat" / f"sub-{subject}_{contrast}.nii.gz"
-
-
-def phantom_misalignment(root: str | Path, subject: str) -> Path:
-    """The phantom's true source-to-target misalignment (JSON) of a subject."""
-    return Path(root) / f"sub-{subject}" / "anat" / f"sub-{subject}_misalignment.json"
-
-
 def find_subjects(layout: str, root: str | Path, contrasts: list[str]) -> Cohort:
     """The subjects that have all `contrasts`, and those skipped for a missing one.
     The first session is used where a BIDS subject has several."""

@@ -19,9 +19,7 @@ import pandas as pd
 from skimage.metrics import structural_similarity
 
 from midiffusion.io import InputError, check_mask, check_same_grid, load_volume
-
-TISSUE_CLASSES: dict[int, str] = {1: "CSF", 2: "GM", 3: "WM"}
-BACKGROUND = -1.0  # value of the background in normalised images
+from midiffusion.layout import BACKGROUND, TISSUE_CLASSES
 SSIM_WINDOW = 7  # skimage's default uniform window, here a 7 x 7 x 7 cube
 ID_COLUMNS = ("subject", "source", "method")
 LONG_COLUMNS = (*ID_COLUMNS, "metric", "class", "value")

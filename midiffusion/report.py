@@ -18,10 +18,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume
-from midiffusion.metrics import LONG_COLUMNS, TISSUE_CLASSES
+from midiffusion.layout import TISSUE_CLASSES
+from midiffusion.methods import METHOD_ORDER, REGISTRY
+from midiffusion.metrics import LONG_COLUMNS
 
-METHOD_ORDER = ("oracle", "midiffusion", "unguided", "histmatch", "none")
-GRID_COLUMNS = ("source", "none", "histmatch", "unguided", "midiffusion", "target")
+# Left to right from the source to the real target: the registry's grid methods, baselines first.
+GRID_COLUMNS = ("source", *reversed([m.name for m in REGISTRY if m.in_grid]), "target")
 CLASS_ORDER = (*TISSUE_CLASSES.values(), "mean")
 METRIC_LABELS = {"dice": "Dice", "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE"}
 DECIMALS = {"psnr": 2}  # every other metric: 3 decimals

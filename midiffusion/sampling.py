@@ -1,23 +1,23 @@
 """The sampling loop: joins the UNet and the schedule, with the LMI condition recomputed every step.
 
 At translation time the LMI anchor is the source image (another contrast); the condition at step t
-is [LMI(source, x_t), LMI(source, source)], the same pairing as in training (train.py).
+is [LMI(source, x_t), LMI(source, source)] (docs/method.md, "Sampling"). Settings come as one
+SamplingConfig; the LMI settings are the model's own (LoadedModel.config).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from midiffusion.config import SamplingConfig
 from midiffusion.io import InputError
 from midiffusion.lmi import lmi_condition, local_mutual_information, to_unit
 from midiffusion.schedule import DDPMSchedule
-
-Sampler = Literal["ddpm", "ddim"]
 
 
 @dataclass
@@ -37,7 +37,7 @@ def _randn(shape: torch.Size, generator: torch.Generator | None, device: torch.d
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
-def _timesteps(schedule: DDPMSchedule, sampler: Sampler, steps: int) -> tuple[list[int], list[int]]:
+def _timesteps(schedule: DDPMSchedule, sampler: str, steps: int) -> tuple[list[int], list[int]]:
     """(t, t_prev) pairs of the reverse chain, t_prev = -1 for the last step."""
     if sampler == "ddpm":
         current = torch.arange(schedule.timesteps - 1, -1, -1)
@@ -57,7 +57,6 @@ class _Denoiser:
         self.anchor = to_unit(source)
         # LMI(source, source) does not change during sampling: once per call.
         self.self_lmi = local_mutual_information(self.anchor, self.anchor, **self.lmi_kwargs) if guided else None
-        self.use_cuda_autocast = source.device.type == "cuda"
 
     @property
     def evaluations(self) -> int:
@@ -66,16 +65,15 @@ class _Denoiser:
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """x: (N, 1, H, W) sample x_t -> eps (N, 1, H, W), float32."""
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.use_cuda_autocast):
-            if not self.guided:
-                return self.model(x, t_batch, None).float()
-            cond = lmi_condition(self.anchor, to_unit(x), self_lmi=self.self_lmi, **self.lmi_kwargs)
-            if self.scale == 1:
-                return self.model(x, t_batch, cond).float()
-            # Conditional and unconditional (zeroed condition, as in training dropout) in one batch.
-            pair = torch.cat([cond, torch.zeros_like(cond)])
-            eps_c, eps_u = self.model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), pair).float().chunk(2)
-            return eps_u + self.scale * (eps_c - eps_u)
+        if not self.guided:
+            return self.model(x, t_batch, None).float()
+        cond = lmi_condition(self.anchor, to_unit(x), self_lmi=self.self_lmi, **self.lmi_kwargs)
+        if self.scale == 1:
+            return self.model(x, t_batch, cond).float()
+        # Conditional and unconditional (zeroed condition, as in training dropout) in one batch.
+        pair = torch.cat([cond, torch.zeros_like(cond)])
+        eps_c, eps_u = self.model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), pair).float().chunk(2)
+        return eps_u + self.scale * (eps_c - eps_u)
 
 
 @torch.inference_mode()
@@ -83,29 +81,28 @@ def sample(
     model: nn.Module,
     schedule: DDPMSchedule,
     source: torch.Tensor,
+    config: SamplingConfig = SamplingConfig(),
     *,
-    sampler: Sampler = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
     guided: bool = True,
-    guidance_scale: float = 1.0,
     lmi_kwargs: Mapping[str, Any] | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
 ) -> SampleOutput:
     """Translate `source` (N, 1, H, W) in [-1, 1] into the model's contrast, starting from pure noise.
 
-    sampler "ddpm": all T ancestral steps (the paper; `steps` and `eta` unused); "ddim": `steps`
-    DDIM steps with `eta` (0 = deterministic given the initial noise). guided=False drops the
-    condition (zeros: the unguided ablation; guidance_scale unused). guidance_scale s != 1 uses
+    config.sampler "ddpm": all T ancestral steps (the paper; `steps` and `eta` unused); "ddim":
+    `steps` DDIM steps with `eta` (0 = deterministic given the initial noise). guided=False drops
+    the condition (zeros: the unguided ablation; guidance_scale unused). guidance_scale s != 1 uses
     classifier-free guidance eps_u + s (eps_c - eps_u). lmi_kwargs must be the training ones
-    (TrainConfig.lmi_kwargs()). The model and source must be on the same device; a CPU generator
-    gives the same samples on every device. The whole batch goes through at once.
+    (DiffusionConfig.lmi_kwargs()). The model and source must be on the same device; a CPU generator
+    gives the same samples on every device. The whole batch goes through at once (n_samples and
+    batch_size are the caller's: see translate.sample_slices).
     """
     if source.ndim != 4 or source.shape[1] != 1:
         raise InputError(f"source: expected shape (N, 1, H, W), got {tuple(source.shape)}")
-    current, previous = _timesteps(schedule, sampler, steps)
-    denoiser = _Denoiser(model, source.float(), guided, guidance_scale, lmi_kwargs or {})
+    sampler = config.sampler
+    current, previous = _timesteps(schedule, sampler, config.steps)
+    denoiser = _Denoiser(model, source.float(), guided, config.guidance_scale, lmi_kwargs or {})
     was_training = model.training
     model.eval()
     try:
@@ -114,10 +111,10 @@ def sample(
             eps = denoiser(x, t)
             if sampler == "ddpm":
                 noise = _randn(x.shape, generator, x.device) if t > 0 else None
-                x = schedule.ddpm_step(eps, t, x, noise).prev_sample
+                x = schedule.ddpm_step(eps, t, x, noise, config.ddpm_variance, config.clip_x0).prev_sample
             else:
-                noise = _randn(x.shape, generator, x.device) if eta > 0 else None
-                x = schedule.ddim_step(eps, t, t_prev, x, eta, noise).prev_sample
+                noise = _randn(x.shape, generator, x.device) if config.eta > 0 else None
+                x = schedule.ddim_step(eps, t, t_prev, x, config.eta, noise, config.clip_x0).prev_sample
     finally:
         model.train(was_training)
     return SampleOutput(

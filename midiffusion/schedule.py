@@ -9,6 +9,7 @@ Timesteps are 0-based: t = 0 is the least noisy step, t = T - 1 is (almost) pure
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -64,23 +65,35 @@ class DDPMSchedule(nn.Module):
         alpha_bar = _at(self.alpha_bar, t)
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
-    def predict_x0(self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
-        """x_0 = (x_t - sigma_t eps) / sqrt(alpha_bar_t), clipped to the data range [-1, 1]."""
+    def predict_x0(self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor, clip: bool = True) -> torch.Tensor:
+        """x_0 = (x_t - sigma_t eps) / sqrt(alpha_bar_t), clipped to the data range [-1, 1] if `clip`."""
         alpha_bar = _at(self.alpha_bar, t)
-        return ((x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()).clamp(-1, 1)
+        x0 = (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        return x0.clamp(-1, 1) if clip else x0
 
-    def ddpm_step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, noise: torch.Tensor | None) -> StepOutput:
-        """Ancestral step x_t -> x_{t-1} ~ N(posterior mean from the clipped x_0, beta_tilde_t).
+    def ddpm_step(
+        self,
+        eps: torch.Tensor,
+        t: int,
+        x_t: torch.Tensor,
+        noise: torch.Tensor | None,
+        variance: Literal["posterior", "beta"] = "posterior",
+        clip: bool = True,
+    ) -> StepOutput:
+        """Ancestral step x_t -> x_{t-1} ~ N(posterior mean from the (clipped) x_0, variance).
 
+        variance "posterior": beta_tilde_t; "beta": beta_t (improved-diffusion's "fixedlarge", which
+        the paper's code uses). Unclipped, the mean equals 1/sqrt(alpha_t) (x_t - beta_t / sigma_t eps).
         eps, x_t, noise: (N, C, H, W), noise ~ N(0, I) (unused at t = 0, which returns the mean).
         """
-        pred_x0 = self.predict_x0(eps, t, x_t)
+        pred_x0 = self.predict_x0(eps, t, x_t, clip)
         mean = _at(self.posterior_coef_x0, t) * pred_x0 + _at(self.posterior_coef_xt, t) * x_t
         if t == 0:
             return StepOutput(prev_sample=mean, pred_x0=pred_x0)
         if noise is None:
             raise InputError("noise: required by ddpm_step when t > 0")
-        return StepOutput(prev_sample=mean + _at(self.posterior_variance, t).sqrt() * noise, pred_x0=pred_x0)
+        variances = self.posterior_variance if variance == "posterior" else self.betas
+        return StepOutput(prev_sample=mean + _at(variances, t).sqrt() * noise, pred_x0=pred_x0)
 
     def ddim_timesteps(self, n: int) -> torch.Tensor:
         """n timesteps from T - 1 down to 0, evenly spaced: (n,) long, strictly decreasing."""
@@ -98,16 +111,17 @@ class DDPMSchedule(nn.Module):
         x_t: torch.Tensor,
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
+        clip: bool = True,
     ) -> StepOutput:
         """DDIM step x_t -> x_{t_prev} (Song et al. eq. 12); t_prev = -1 means the clean image.
 
         eps, x_t, noise: (N, C, H, W). eta = 0 is deterministic (noise unused); eta = 1 matches the
         DDPM posterior variance when t_prev = t - 1, and needs noise ~ N(0, I).
         """
-        pred_x0 = self.predict_x0(eps, t, x_t)
+        pred_x0 = self.predict_x0(eps, t, x_t, clip)
         alpha_bar = self.alpha_bar[t]
         alpha_bar_prev = self.alpha_bar[t_prev] if t_prev >= 0 else alpha_bar.new_tensor(1.0)
-        # The eps consistent with the clipped x_0 keeps the step on the x_0 estimate (improved-diffusion).
+        # The eps consistent with the (clipped) x_0 keeps the step on the x_0 estimate (improved-diffusion).
         eps = (x_t - alpha_bar.sqrt() * pred_x0) / (1 - alpha_bar).sqrt()
         sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
         prev = alpha_bar_prev.sqrt() * pred_x0 + (1 - alpha_bar_prev - sigma**2).clamp_min(0).sqrt() * eps

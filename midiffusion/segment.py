@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from midiffusion.io import InputError, check_same_grid, load_volume, save_volume, write_json
+from midiffusion.layout import TISSUE_LABELS, nnunet_model_dir
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
-LABELS = {"background": 0, "CSF": 1, "GM": 2, "WM": 3}
+LABELS = {"background": 0, **TISSUE_LABELS}
 FILE_ENDING = ".nii.gz"
-PLANS = "nnUNetPlans"
 CHECKPOINT = "checkpoint_final.pth"
 OUTPUT_TAIL_LINES = 40
 
@@ -236,8 +236,8 @@ def segment_volumes(dirs: NnunetDirs, dataset_id: int, pairs: list[tuple[Path, P
 
 
 def model_folder(dirs: NnunetDirs, dataset_id: int, configuration: str, trainer: str) -> Path:
-    """nnU-Net's results folder of one trained model: <results>/<dataset>/<trainer>__nnUNetPlans__<configuration>."""
-    return dirs.results / _find_dataset(dirs, dataset_id) / f"{trainer}__{PLANS}__{configuration}"
+    """nnU-Net's results folder of one trained model (layout.nnunet_model_dir)."""
+    return nnunet_model_dir(dirs.results, _find_dataset(dirs, dataset_id), trainer, configuration)
 
 
 def resolve_device(device: Device) -> str:

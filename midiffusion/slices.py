@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume
-
-BACKGROUND = -1.0
+from .layout import BACKGROUND
 
 
 @dataclass(frozen=True)

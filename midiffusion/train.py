@@ -1,7 +1,9 @@
-"""Training the LMI-conditioned epsilon-prediction UNet on target-contrast slices (design.md 7).
+"""Training the LMI-conditioned epsilon-prediction UNet on target-contrast slices (docs/method.md,
+"Training").
 
 Outputs in out_dir: checkpoint.pt (model, EMA, optimizer, step, losses, config, RNG state; training
-resumes from it), model.pt (EMA weights + config: what sampling loads), loss.csv and loss.png.
+resumes from it), model.pt (EMA weights + config: what sampling loads, see model.py), loss.csv and
+loss.png.
 """
 
 from __future__ import annotations
@@ -11,99 +13,23 @@ import csv
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from midiffusion.config import from_dict
+from midiffusion.config import DiffusionConfig
 from midiffusion.io import InputError, atomic_path
-from midiffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, lmi_condition, local_mutual_information, to_unit
+from midiffusion.lmi import lmi_condition, local_mutual_information, to_unit
+from midiffusion.model import MODEL_FILE, build_model, build_schedule, save_model, select_device
 from midiffusion.schedule import DDPMSchedule
 from midiffusion.unet import UNet
 
 CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
 # Keys that may change between a checkpoint and the run that resumes it (the rest define the run).
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mixed_precision"}
 # Slices per batch when caching the self-LMI at start (bounds LMI memory, see lmi.py).
 _SELF_LMI_BATCH = 16
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Model, schedule, optimisation and LMI settings; defaults are the paper's (128 x 128)."""
-
-    image_size: int = 128
-    base_channels: int = 64
-    channel_mults: tuple[int, ...] = (1, 2, 2, 2)
-    attention_resolutions: tuple[int, ...] = (16,)
-    num_res_blocks: int = 2
-    dropout: float = 0.0
-    timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    lr: float = 3e-4
-    batch_size: int = 4
-    steps: int = 10000
-    ema_decay: float = 0.9999
-    grad_clip: float = 1.0
-    min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting; 0: plain epsilon MSE (the paper)
-    cond_dropout: float = 0.1
-    anchor_contrast_p: float = 0.0  # > 0: that share of anchors get a random intensity curve (0: the paper)
-    anchor_contrast_knots: int = 5
-    lmi_patch: int = 3
-    lmi_window: int = 3
-    lmi_bins: int = DEFAULT_BINS
-    lmi_sigma: float = DEFAULT_SIGMA
-    checkpoint_every: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: bool = True  # the UNet in bfloat16 autocast on CUDA (no effect on a CPU)
-
-    def __post_init__(self) -> None:
-        positive = ("image_size", "base_channels", "num_res_blocks", "timesteps", "batch_size", "steps",
-                    "checkpoint_every", "lr", "grad_clip")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise InputError(f"{name}: expected > 0, got {getattr(self, name)}")
-        if self.anchor_contrast_knots < 2:
-            raise InputError(f"anchor_contrast_knots: expected >= 2, got {self.anchor_contrast_knots}")
-        for name in ("dropout", "cond_dropout", "ema_decay"):
-            if not 0 <= getattr(self, name) < 1:
-                raise InputError(f"{name}: expected a value in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.anchor_contrast_p <= 1:
-            raise InputError(f"anchor_contrast_p: expected a value in [0, 1], got {self.anchor_contrast_p}")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a plain (YAML / JSON) dict: unknown keys and values of the wrong type raise InputError."""
-        return from_dict(cls, values, "training")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def lmi_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of lmi.local_mutual_information; sampling must use the training ones."""
-        return {"patch": self.lmi_patch, "window": self.lmi_window, "bins": self.lmi_bins, "sigma": self.lmi_sigma}
-
-    def build_model(self) -> UNet:
-        """The UNet: x_t plus the two LMI condition channels in, eps out."""
-        return UNet(
-            in_channels=3,
-            out_channels=1,
-            base_channels=self.base_channels,
-            channel_mults=self.channel_mults,
-            attention_resolutions=self.attention_resolutions,
-            num_res_blocks=self.num_res_blocks,
-            dropout=self.dropout,
-            image_size=self.image_size,
-            mixed_precision=self.mixed_precision,
-        )
-
-    def build_schedule(self) -> DDPMSchedule:
-        return DDPMSchedule(self.timesteps, self.beta_start, self.beta_end)
 
 
 @dataclass
@@ -117,33 +43,6 @@ class TrainResult:
     start_step: int
     end_step: int
     seconds_per_step: float | None
-
-
-@dataclass
-class LoadedModel:
-    """A trained model ready to sample: the EMA UNet (eval mode), its schedule and training config."""
-
-    model: UNet
-    schedule: DDPMSchedule
-    config: TrainConfig
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """"auto": CUDA when present, else Apple MPS, else CPU; otherwise the named device, which must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"device: {name!r} is not a torch device name") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
-        raise InputError(f"device: {name!r} is not available on this machine")
-    return device
 
 
 def load_slices(path: Path, image_size: int) -> torch.Tensor:
@@ -167,7 +66,7 @@ def load_slices(path: Path, image_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def self_lmi_cache(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def self_lmi_cache(images: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
     """LMI(x0, x0) of every training slice, fixed for the whole run: (N, 1, S, S) -> (N, 1, S, S)."""
     unit = to_unit(images)
     batches = unit.split(_SELF_LMI_BATCH)
@@ -187,48 +86,70 @@ class _Run:
     step: int = 0
 
 
-def _new_run(config: TrainConfig, device: torch.device) -> _Run:
+def _new_run(config: DiffusionConfig, device: torch.device) -> _Run:
     torch.manual_seed(config.seed)  # model initialisation and dropout
-    model = config.build_model().to(device)
+    model = build_model(config).to(device)
     return _Run(
         model=model,
         ema=copy.deepcopy(model).requires_grad_(False),
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
-        schedule=config.build_schedule().to(device),
+        schedule=build_schedule(config).to(device),
         generator=torch.Generator(device).manual_seed(config.seed),  # batches, t, noise, dropout masks
         losses=[],
     )
 
 
-def _train_step(run: _Run, images: torch.Tensor, self_lmi: torch.Tensor, config: TrainConfig) -> float:
+def _train_step(run: _Run, images: torch.Tensor, self_lmi: torch.Tensor, config: DiffusionConfig) -> float:
     """One Adam step on a random batch; returns the epsilon-prediction MSE."""
     device, gen = images.device, run.generator
     index = torch.randint(len(images), (config.batch_size,), generator=gen, device=device)
-    x0 = images[index]
+    x0, x0_self_lmi = images[index], self_lmi[index]
+    if config.random_flip:  # left-right; LMI commutes with the flip, so the cached self-LMI flips too
+        flip = (torch.rand(config.batch_size, generator=gen, device=device) < 0.5).view(-1, 1, 1, 1)
+        x0, x0_self_lmi = torch.where(flip, x0.flip(-1), x0), torch.where(flip, x0_self_lmi.flip(-1), x0_self_lmi)
     t = torch.randint(run.schedule.timesteps, (config.batch_size,), generator=gen, device=device)
     noise = torch.randn(x0.shape, generator=gen, device=device)
     x_t = run.schedule.add_noise(x0, noise, t)
-    # The anchor is x0 and it is paired with x_t itself, the image the network sees (the paper's
-    # code pairs x0 with x_{t+1}); at sampling time the anchor is the source and x_t the sample.
-    anchor, anchor_self_lmi = _anchors(x0, self_lmi[index], config, gen)
-    cond = lmi_condition(anchor, to_unit(x_t), self_lmi=anchor_self_lmi, **config.lmi_kwargs())
+    anchor, anchor_self_lmi = _anchors(x0, x0_self_lmi, config, gen)
+    cond = training_condition(anchor, anchor_self_lmi, x0, x_t, noise, t, run.schedule, config)
     # Condition dropout: zeros = "no condition", so one model serves unguided and guided sampling.
     dropped = torch.rand(config.batch_size, generator=gen, device=device) < config.cond_dropout
     cond = torch.where(dropped.view(-1, 1, 1, 1), torch.zeros_like(cond), cond)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        eps = run.model(x_t, t, cond)
+    eps = run.model(x_t, t, cond)
     squared_error = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))
     loss = (squared_error * _loss_weights(run.schedule, t, config.min_snr_gamma)).mean()
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
     run.optimizer.step()
-    _update_ema(run, config.ema_decay)
+    _update_ema(run, config.ema_decay, config.ema_warmup)
     return squared_error.mean().item()  # unweighted, so loss curves compare across weightings
 
 
+def training_condition(
+    anchor: torch.Tensor,
+    anchor_self_lmi: torch.Tensor,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    schedule: DDPMSchedule,
+    config: DiffusionConfig,
+) -> torch.Tensor:
+    """The condition [LMI(anchor, x_paired), LMI(anchor, anchor)] of a training batch, (N, 2, H, W).
+
+    anchor: the clean image in [0, 1] (or its contrast-augmented version); x_paired is x_t, the
+    network's input, as at sampling time where the anchor is the source and x_t the sample
+    (pairing "x_t"), or x_{t+1} = q_sample(x0, t + 1) with the same noise (pairing "x_t_plus_1",
+    the paper's code; docs/method.md, "Training").
+    """
+    if config.pairing == "x_t_plus_1":
+        x_t = schedule.add_noise(x0, noise, (t + 1).clamp(max=schedule.timesteps - 1))
+    return lmi_condition(anchor, to_unit(x_t), self_lmi=anchor_self_lmi, **config.lmi_kwargs())
+
+
 def _anchors(
-    x0: torch.Tensor, self_lmi: torch.Tensor, config: TrainConfig, generator: torch.Generator
+    x0: torch.Tensor, self_lmi: torch.Tensor, config: DiffusionConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The LMI anchors of a batch (in [0, 1]) and their self-LMI: x0 itself, or for a random share
     anchor_contrast_p of the batch x0 under a random intensity curve (see random_contrast)."""
@@ -277,15 +198,16 @@ def _loss_weights(schedule: DDPMSchedule, t: torch.Tensor, gamma: float) -> torc
 
 
 @torch.no_grad()
-def _update_ema(run: _Run, decay: float) -> None:
+def _update_ema(run: _Run, decay: float, warmup: bool) -> None:
     # Warm-up (as tf.train.ExponentialMovingAverage with num_updates): with 0.9999 from step 0 the
     # EMA would still be mostly the random initialisation after the few thousand CPU-scale steps.
-    decay = min(decay, (1 + run.step) / (10 + run.step))
+    if warmup:
+        decay = min(decay, (1 + run.step) / (10 + run.step))
     for averaged, current in zip(run.ema.parameters(), run.model.parameters()):
         averaged.lerp_(current, 1 - decay)
 
 
-def _save_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
+def _save_checkpoint(run: _Run, config: DiffusionConfig, path: Path) -> None:
     state = {
         "model": run.model.state_dict(),
         "ema": run.ema.state_dict(),
@@ -301,10 +223,10 @@ def _save_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
         torch.save(state, tmp)
 
 
-def _restore_checkpoint(run: _Run, config: TrainConfig, path: Path) -> None:
+def _restore_checkpoint(run: _Run, config: DiffusionConfig, path: Path) -> None:
     state = torch.load(path, map_location=run.schedule.betas.device, weights_only=True)
     # Keys added since a checkpoint was written count as their defaults.
-    saved, current = {**TrainConfig().to_dict(), **state["config"]}, config.to_dict()
+    saved, current = {**DiffusionConfig().to_dict(), **state["config"]}, config.to_dict()
     changed = sorted(key for key in current.keys() - _RESUMABLE_CHANGES if saved[key] != current[key])
     if changed:
         raise InputError(
@@ -353,12 +275,7 @@ def _write_losses(losses: list[float], csv_path: Path, plot_path: Path) -> None:
         figure.savefig(tmp, dpi=100)
 
 
-def _save_model(run: _Run, config: TrainConfig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": run.ema.state_dict(), "config": config.to_dict()}, tmp)
-
-
-def train(slices_path: Path, out_dir: Path, config: TrainConfig, *, progress: bool = True) -> TrainResult:
+def train(slices_path: Path, out_dir: Path, config: DiffusionConfig, *, progress: bool = True) -> TrainResult:
     """Train (or resume from out_dir/checkpoint.pt) up to config.steps optimizer steps.
 
     slices_path: .npz with `images` (N, 1, S, S), S = config.image_size, in [-1, 1] (background -1).
@@ -377,7 +294,7 @@ def train(slices_path: Path, out_dir: Path, config: TrainConfig, *, progress: bo
     start = run.step
     self_lmi = self_lmi_cache(images, config)
     result = TrainResult(
-        model_path=out_dir / MODEL, checkpoint_path=checkpoint, loss_csv=out_dir / "loss.csv",
+        model_path=out_dir / MODEL_FILE, checkpoint_path=checkpoint, loss_csv=out_dir / "loss.csv",
         loss_plot=out_dir / "loss.png", start_step=start, end_step=start, seconds_per_step=None,
     )
     began = time.perf_counter()
@@ -398,21 +315,5 @@ def train(slices_path: Path, out_dir: Path, config: TrainConfig, *, progress: bo
         result.seconds_per_step = (time.perf_counter() - began) / (run.step - start)
     else:
         _write_losses(run.losses, result.loss_csv, result.loss_plot)
-    _save_model(run, config, result.model_path)
+    save_model(run.ema, config, result.model_path)
     return result
-
-
-def load_model(path: Path, device: str | torch.device = "auto") -> LoadedModel:
-    """Load model.pt (EMA weights + config) onto `device` ("auto" picks one), in eval mode."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    device = select_device(device) if isinstance(device, str) else device
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        config = TrainConfig.from_dict(state["config"])
-    except (RuntimeError, KeyError, TypeError) as error:
-        raise InputError(f"{path}: not a midiffusion model file ({error})") from None
-    model = config.build_model().to(device)
-    model.load_state_dict(state["model"])
-    return LoadedModel(model=model.eval(), schedule=config.build_schedule().to(device), config=config)

@@ -1,82 +1,91 @@
-"""Translate a subject's source-contrast volume into the target contrast, slice batch by slice batch."""
+"""Translate a subject's source-contrast volume into the target contrast: the one translation core
+(slice batches -> sample -> volume) that the workflow, the sampler benchmark and the compute
+benchmark all use."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import from_dict
-from .io import check_mask, check_same_grid, load_volume, save_volume
+from .config import SamplingConfig
+from .io import InputError, check_mask, check_same_grid, load_volume, save_volume
+from .layout import BACKGROUND
+from .model import LoadedModel, load_model
 from .sampling import sample
-from .slices import BACKGROUND, slice_geometry, slices_to_volume, volume_to_slices
-from .train import load_model
-
-# Diffusion methods: name -> whether the LMI condition guides the sampler.
-DIFFUSION_METHODS: dict[str, bool] = {"midiffusion": True, "unguided": False}
+from .slices import slice_geometry, slices_to_volume, volume_to_slices
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to sample (config section `sampling`)."""
+@dataclass
+class SampledSlices:
+    """images: (N, 1, S, S) in [-1, 1]; network_calls: UNet evaluations per slice."""
 
-    sampler: Literal["ddpm", "ddim"] = "ddim"
-    steps: int = 50
-    eta: float = 0.0
-    n_samples: int = 1
-    guidance_scale: float = 1.0
-    batch_size: int = 32
-    seed: int = 0
+    images: np.ndarray
+    network_calls: int
 
-    @classmethod
-    def from_dict(cls, values: dict) -> SamplingConfig:
-        return from_dict(cls, values, "sampling")
+
+def sample_slices(
+    loaded: LoadedModel,
+    slices: np.ndarray,
+    config: SamplingConfig,
+    *,
+    guided: bool = True,
+    generator: torch.Generator | None = None,
+    bar: tqdm | None = None,
+) -> SampledSlices:
+    """One sample of every slice (N, 1, S, S), in batches of config.batch_size, with the model's own
+    LMI settings. `generator` (CPU) carries on across batches; `bar` advances once per batch."""
+    outputs, calls = [], 0
+    for batch in torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32)).split(config.batch_size):
+        result = sample(
+            loaded.model, loaded.schedule, batch.to(loaded.device), config, guided=guided,
+            lmi_kwargs=loaded.config.lmi_kwargs(), generator=generator, progress=False,
+        )
+        outputs.append(result.images.cpu().numpy())
+        calls = result.network_calls
+        if bar is not None:
+            bar.update()
+    return SampledSlices(np.concatenate(outputs), calls)
 
 
 def translate_volume(
     model_path: Path,
-    source_path: Path,
     mask_path: Path,
     out_path: Path,
     *,
+    source_path: Path | None = None,
     guided: bool = True,
     config: SamplingConfig = SamplingConfig(),
     std_path: Path | None = None,
     device: str = "auto",
 ) -> Path:
-    """Sample every brain slice of the normalised source volume, reassemble on the source's grid.
+    """Sample every brain slice of the normalised source volume, reassemble on the mask's grid.
 
     Writes the mean over `config.n_samples` samples to `out_path` (background -1 outside the brain mask)
-    and, when `std_path` is given, the voxelwise standard deviation over the samples.
+    and, when `std_path` is given, the voxelwise standard deviation over the samples. Unguided
+    sampling reads no source (source_path may be None): its image depends on the brain mask only.
     """
+    if guided and source_path is None:
+        raise InputError("translate: guided sampling needs a source image")
     loaded = load_model(model_path, device)
-    source, mask_volume = load_volume(source_path), load_volume(mask_path)
-    check_same_grid([source, mask_volume])
+    mask_volume = load_volume(mask_path)
+    source = load_volume(source_path) if source_path is not None else None
+    check_same_grid([mask_volume] + ([source] if source else []))
     mask = check_mask(mask_volume.data, mask_path)
     geometry = slice_geometry(mask, loaded.config.image_size)
-    slices = torch.from_numpy(volume_to_slices(source.data, geometry))
-    device_ = next(loaded.model.parameters()).device
+    slices = volume_to_slices(source.data if source else np.full(mask.shape, BACKGROUND, np.float32), geometry)
     generator = torch.Generator().manual_seed(config.seed)
-    batches = torch.split(slices, config.batch_size)
+    batches = -(-len(slices) // config.batch_size)
+    name = Path(source_path or mask_path).name
     samples = []
-    with tqdm(total=config.n_samples * len(batches), desc=f"translate {Path(source_path).name}", unit="batch") as bar:
+    with tqdm(total=config.n_samples * batches, desc=f"translate {name}", unit="batch") as bar:
         for _ in range(config.n_samples):
-            outputs = []
-            for batch in batches:
-                result = sample(
-                    loaded.model, loaded.schedule, batch.to(device_),
-                    sampler=config.sampler, steps=config.steps, eta=config.eta, guided=guided,
-                    guidance_scale=config.guidance_scale, lmi_kwargs=loaded.config.lmi_kwargs(),
-                    generator=generator, progress=False,
-                )
-                outputs.append(result.images.cpu().numpy())
-                bar.update()
-            samples.append(np.where(mask, slices_to_volume(np.concatenate(outputs), geometry), BACKGROUND))
+            sampled = sample_slices(loaded, slices, config, guided=guided, generator=generator, bar=bar)
+            samples.append(np.where(mask, slices_to_volume(sampled.images, geometry), BACKGROUND))
     stack = np.stack(samples)
     if std_path is not None:
-        save_volume(std_path, stack.std(axis=0), source.affine)
-    return save_volume(out_path, stack.mean(axis=0), source.affine)
+        save_volume(std_path, stack.std(axis=0), mask_volume.affine)
+    return save_volume(out_path, stack.mean(axis=0), mask_volume.affine)

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import yaml
 
+from midiffusion.config import DiffusionConfig, SamplingConfig
 from midiffusion.io import append_csv_rows
-from midiffusion.sampling import sample
-from midiffusion.train import TrainConfig, load_model, select_device, train
-from midiffusion.translate import SamplingConfig
+from midiffusion.model import load_model, select_device
+from midiffusion.train import train
+from midiffusion.translate import sample_slices
 
 OUT = Path("results/benchmarks/compute.csv")
 COLUMNS = ["date", "machine", "device", "config", "image_size", "parameters", "batch_size", "bfloat16", "train_s_per_step",
@@ -47,22 +48,18 @@ def _synchronize(device: torch.device) -> None:
 def benchmark_config(path: Path, train_steps: int, device: torch.device, work: Path) -> dict:
     """One row: train _WARMUP_STEPS, then train_steps more (timed); then sample one batch (timed)."""
     settings = yaml.safe_load(path.read_text())
-    size = settings["slices"]["size"]
-    sampling = SamplingConfig.from_dict(settings["sampling"])
+    size = settings.get("slices", {}).get("size", DiffusionConfig().image_size)
+    sampling = SamplingConfig.from_dict(settings.get("sampling", {}))
     slices = np.random.default_rng(0).uniform(-1, 1, (max(64, sampling.batch_size), 1, size, size)).astype(np.float32)
     np.savez(work / "slices.npz", images=slices)
-    base = {**settings["diffusion"], "image_size": size, "device": device.type, "checkpoint_every": 10**9}
+    base = {**settings.get("diffusion", {}), "image_size": size, "device": device.type, "checkpoint_every": 10**9}
     for steps in (_WARMUP_STEPS, _WARMUP_STEPS + train_steps):
-        result = train(work / "slices.npz", work, TrainConfig.from_dict({**base, "steps": steps}), progress=False)
+        result = train(work / "slices.npz", work, DiffusionConfig.from_dict({**base, "steps": steps}), progress=False)
     loaded = load_model(result.model_path, device)
-    source = torch.from_numpy(slices[: sampling.batch_size]).to(device)
+    source = slices[: sampling.batch_size]
     _synchronize(device)
     began = time.perf_counter()
-    output = sample(
-        loaded.model, loaded.schedule, source, sampler=sampling.sampler, steps=sampling.steps, eta=sampling.eta,
-        guidance_scale=sampling.guidance_scale, lmi_kwargs=loaded.config.lmi_kwargs(),
-        generator=torch.Generator().manual_seed(0), progress=False,
-    )
+    output = sample_slices(loaded, source, sampling, generator=torch.Generator().manual_seed(0))
     _synchronize(device)
     seconds = time.perf_counter() - began
     return {

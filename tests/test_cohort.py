@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from midiffusion.cohort import find_subjects, phantom_image, split_subjects
+from midiffusion.cohort import find_subjects, split_subjects
+from midiffusion.layout import bids_image
 from midiffusion.io import InputError, save_volume
 
 CONTRASTS = ["T1w", "PDw", "T2w"]
@@ -35,7 +36,7 @@ def test_bids_with_and_without_sessions(tmp_path):
     found = find_subjects("bids", tmp_path, CONTRASTS).images
     assert sorted(found) == ["01", "02"]
     assert "ses-1" in str(found["02"]["T1w"])  # the first session
-    assert found["01"]["T2w"] == phantom_image(tmp_path, "01", "T2w")
+    assert found["01"]["T2w"] == bids_image(tmp_path, "01", "T2w")
 
 
 def test_missing_folder_and_empty_cohort_are_clear(tmp_path):

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from midiffusion.config import SamplingConfig
 from midiffusion.io import InputError
 from midiffusion.lmi import local_mutual_information, to_unit
 from midiffusion.sampling import sample
@@ -46,9 +47,11 @@ def source():
     return torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
 
 
-def run(model, schedule, source, seed=0, **kwargs):
-    kwargs = {"steps": 5, "lmi_kwargs": LMI, "progress": False} | kwargs
-    return sample(model, schedule, source, generator=torch.Generator().manual_seed(seed), **kwargs)
+def run(model, schedule, source, seed=0, guided=True, **settings):
+    """sample() with SamplingConfig settings over a deterministic, unguided-scale base."""
+    config = SamplingConfig(**{"steps": 5, "eta": 0.0, "guidance_scale": 1.0} | settings)
+    return sample(model, schedule, source, config, guided=guided, lmi_kwargs=LMI, progress=False,
+                  generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("sampler, eta", [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)])

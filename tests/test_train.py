@@ -6,7 +6,9 @@ import torch
 
 import midiffusion.train as train_module
 from midiffusion.io import InputError
-from midiffusion.train import TrainConfig, load_model, load_slices, select_device, train
+from midiffusion.config import DiffusionConfig
+from midiffusion.model import build_schedule, load_model, select_device
+from midiffusion.train import load_slices, train
 
 TINY = dict(
     image_size=16, base_channels=8, channel_mults=[1, 2], attention_resolutions=[8], num_res_blocks=1,
@@ -32,8 +34,8 @@ def blobs(tmp_path_factory):
     return path
 
 
-def config(**overrides) -> TrainConfig:
-    return TrainConfig.from_dict(TINY | overrides)
+def config(**overrides) -> DiffusionConfig:
+    return DiffusionConfig.from_dict(TINY | overrides)
 
 
 def read_losses(out_dir):
@@ -43,20 +45,20 @@ def read_losses(out_dir):
 
 
 def test_config_from_dict_converts_and_rejects():
-    cfg = TrainConfig.from_dict({"channel_mults": [1, 2], "lr": "3e-4", "steps": 10.0})
+    cfg = DiffusionConfig.from_dict({"channel_mults": [1, 2], "lr": "3e-4", "steps": 10.0})
     assert cfg.channel_mults == (1, 2) and cfg.lr == 3e-4 and cfg.steps == 10
     with pytest.raises(InputError, match="learning_rate"):
-        TrainConfig.from_dict({"learning_rate": 1e-3})
+        DiffusionConfig.from_dict({"learning_rate": 1e-3})
     with pytest.raises(InputError, match="batch_size"):
-        TrainConfig.from_dict({"batch_size": 2.5})
+        DiffusionConfig.from_dict({"batch_size": 2.5})
     with pytest.raises(InputError, match="channel_mults"):
-        TrainConfig.from_dict({"channel_mults": 2})
+        DiffusionConfig.from_dict({"channel_mults": 2})
     with pytest.raises(InputError, match="cond_dropout"):
-        TrainConfig.from_dict({"cond_dropout": 1.0})
+        DiffusionConfig.from_dict({"cond_dropout": 1.0})
     with pytest.raises(InputError, match="anchor_contrast_p"):
-        TrainConfig.from_dict({"anchor_contrast_p": 1.5})
+        DiffusionConfig.from_dict({"anchor_contrast_p": 1.5})
     with pytest.raises(InputError, match="anchor_contrast_knots"):
-        TrainConfig.from_dict({"anchor_contrast_knots": 1})
+        DiffusionConfig.from_dict({"anchor_contrast_knots": 1})
 
 
 def test_load_slices_checks_the_file(tmp_path, blobs):
@@ -98,7 +100,7 @@ def test_training_lowers_the_loss_and_writes_outputs(tmp_path, blobs):
 
 
 def test_min_snr_weights_spare_the_noisy_steps_and_damp_the_clean_ones():
-    schedule = config().build_schedule()
+    schedule = build_schedule(config())
     t = torch.tensor([0, 100, 500, 999])
     assert torch.equal(train_module._loss_weights(schedule, t, 0.0), torch.ones(4))
     weights = train_module._loss_weights(schedule, t, 5.0)

@@ -1,4 +1,5 @@
-# Config validation, the cohort (subjects and split) and the input functions.
+# Config validation (defaults filled from the schema), the cohort (subjects and split), path layouts
+# and every input function the rules use. Nothing here imports torch: `snakemake -n` stays fast.
 import json
 import os
 import sys
@@ -6,51 +7,43 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from midiffusion.baselines import BASELINES
-from midiffusion.cohort import find_subjects, phantom_image, phantom_misalignment, phantom_subjects, split_subjects
-from midiffusion.translate import DIFFUSION_METHODS
+from midiffusion.cohort import find_subjects, phantom_subjects, split_subjects
+from midiffusion.config import check_config
+from midiffusion.layout import bids_image, nnunet_model_dir
+from midiffusion.methods import METHODS, case_name, names
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
-# Rules call the `midiffusion` command: put the environment snakemake runs from first on PATH,
-# so that `.venv/bin/snakemake` works without activating the venv.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# Rules call the `midiffusion` command: put the environment snakemake runs from first on PATH, so
+# that `.venv/bin/snakemake` works without activating the venv (a conda env, when used, goes first).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 DATA = config["data"]
 TARGET = DATA["target"]
 SOURCES = DATA["sources"]
-if TARGET in SOURCES:
-    raise ValueError(f"config data.sources: {SOURCES} must not contain the target contrast {TARGET}")
-unknown_methods = sorted(set(config["methods"]) - set(BASELINES) - set(DIFFUSION_METHODS))
-if unknown_methods:
-    raise ValueError(
-        f"config methods: unknown {unknown_methods}; known are {sorted(BASELINES) + sorted(DIFFUSION_METHODS)}"
-    )
+CONTRASTS = [TARGET, *SOURCES]
 PHANTOM = DATA["layout"] == "phantom"
 
 if PHANTOM:
-    SUBJECTS = phantom_subjects(config["phantom"]["n_subjects"])
-    IMAGES = {
-        s: {c: phantom_image(DATA["root"], s, c) for c in [TARGET, *SOURCES]}
-        for s in SUBJECTS
-    }
+    ALL_SUBJECTS = phantom_subjects(config["phantom"]["n_subjects"])
+    IMAGES = {s: {c: bids_image(DATA["root"], s, c) for c in CONTRASTS} for s in ALL_SUBJECTS}
 else:
-    COHORT = find_subjects(DATA["layout"], DATA["root"], [TARGET, *SOURCES])
+    COHORT = find_subjects(DATA["layout"], DATA["root"], CONTRASTS)
     if COHORT.skipped:
         print(f"Warning: {COHORT.skipped_message(DATA['root'])}", file=sys.stderr)
     IMAGES = COHORT.images
-    SUBJECTS = sorted(IMAGES)
-if DATA.get("subjects"):
-    SUBJECTS = [s for s in SUBJECTS if s in set(DATA["subjects"])]
+    ALL_SUBJECTS = sorted(IMAGES)
+check_config(config, ALL_SUBJECTS)  # every typed section, before any job: a bad value names its key
+SUBJECTS = [s for s in ALL_SUBJECTS if s in set(DATA["subjects"])] if DATA["subjects"] else ALL_SUBJECTS
 SPLIT = split_subjects(SUBJECTS, config["split"]["n_test"], config["split"]["seed"])
-METHODS = config["methods"]
+METHODS_RUN = config["methods"]
 PRE = "results/preprocessed/sub-{subject}"
 NNUNET = config["nnunet"]
 NNUNET_ROOT = "results/nnunet"
 # nnU-Net datasets in one root need distinct ids: the target's comes from the config, and each
 # source contrast's (trained only for the supervised bound) is 100, 200, ... above it.
-NNUNET_IDS = {c: NNUNET.get("dataset_id", 501) + 100 * k for k, c in enumerate([TARGET, *SOURCES])}
+NNUNET_IDS = {c: NNUNET["dataset_id"] + 100 * k for k, c in enumerate(CONTRASTS)}
 if max(NNUNET_IDS.values()) > 999:
     raise ValueError(
         f"config nnunet.dataset_id: ids {NNUNET_IDS} go past 999 (each source contrast takes the id "
@@ -58,6 +51,99 @@ if max(NNUNET_IDS.values()) > 999:
     )
 NNUNET_DATASETS = {c: f"Dataset{i:03d}_{c}" for c, i in NNUNET_IDS.items()}  # contrast -> dataset folder
 NNUNET_DATASET = NNUNET_DATASETS[TARGET]
+FIGURE_SUBJECT = config["figure_subject"] or SPLIT.test[0]
+
+
+wildcard_constraints:
+    subject="[A-Za-z0-9]+",
+    source="|".join(SOURCES),
+    method="|".join(METHODS),
+    dataset="|".join(NNUNET_DATASETS.values()),
+    case=f"sub-[A-Za-z0-9]+(_({'|'.join(SOURCES)}))?",
+
+
+def preprocessed(subject, name):
+    return f"{PRE.format(subject=subject)}/{name}.nii.gz"
+
+
+def normalised(subject, contrast):
+    return preprocessed(subject, f"{contrast}_norm")
+
+
+def nnunet_model(dataset):
+    folder = nnunet_model_dir(f"{NNUNET_ROOT}/nnUNet_results", dataset, NNUNET["trainer"], NNUNET["configuration"])
+    return f"{folder}/fold_all/checkpoint_final.pth"
+
+
+NNUNET_MODEL = nnunet_model(NNUNET_DATASET)
+
+
+def method_image(method, subject, source):
+    """A method's image of a test subject and source contrast (one file per subject where the image
+    does not depend on the source, see midiffusion.methods)."""
+    return f"results/methods/{method}/{case_name(method, subject, source)}.nii.gz"
+
+
+def method_segmentation(method, subject, source):
+    return f"results/segmentations/{method}/{case_name(method, subject, source)}.nii.gz"
+
+
+def method_cases(method):
+    """(image, segmentation) of every distinct case of a method."""
+    return sorted({(method_image(method, s, c), method_segmentation(method, s, c)) for s in SPLIT.test for c in SOURCES})
+
+
+def case_source(wildcards):
+    """The source contrast in a {case} wildcard (sub-<id>_<source>), or the target for sub-<id>."""
+    _, _, source = wildcards.case.partition("_")
+    return source or TARGET
+
+
+def case_subject(wildcards):
+    return wildcards.case.split("_")[0].removeprefix("sub-")
+
+
+def translate_inputs(wildcards):
+    """The model and brain mask, and the normalised source where the method is guided by it."""
+    subject = case_subject(wildcards)
+    inputs = {"model": "results/diffusion/model.pt", "mask": preprocessed(subject, "brainmask")}
+    if METHODS[wildcards.method].uses_source:
+        inputs["source"] = normalised(subject, case_source(wildcards))
+    return inputs
+
+
+def labels_path(subject):
+    """Labels on the target grid: the phantom's truth, the user's files, or None (Atropos makes them)."""
+    if PHANTOM:
+        return bids_image(DATA["root"], subject, "dseg")
+    if DATA["labels"]:
+        return DATA["labels"].format(subject=subject)
+    return None
+
+
+def preprocess_inputs(wildcards):
+    inputs = {"images": [str(IMAGES[wildcards.subject][c]) for c in CONTRASTS]}
+    if labels_path(wildcards.subject):
+        inputs["labels"] = str(labels_path(wildcards.subject))
+    if PHANTOM:
+        inputs["misalignment"] = str(bids_image(DATA["root"], wildcards.subject, "misalignment", ".json"))
+    return inputs
+
+
+def preprocess_args(wildcards, input):
+    images = " ".join(f"--image {c}={p}" for c, p in zip(CONTRASTS, input.images))
+    truth = f"--misalignment {input.misalignment}" if PHANTOM else ""
+    labels = f"--labels {input.labels}" if hasattr(input, "labels") else ""
+    pre = config["preprocess"]
+    return (
+        f"{images} {labels} {truth} {'' if pre['n4'] else '--no-n4'} --registration {pre['registration']} "
+        f"--brain-extraction {pre['brain_extraction']} --percentiles {' '.join(map(str, pre['percentiles']))}"
+    )
+
+
+def json_option(section):
+    """A config section as a JSON string for `--options` (shell-quoted by Snakemake's :q)."""
+    return json.dumps(config[section], sort_keys=True)
 
 
 def dataset_contrast(wildcards):
@@ -65,46 +151,53 @@ def dataset_contrast(wildcards):
     return wildcards.dataset.split("_", 1)[1]
 
 
-def nnunet_model(dataset):
-    return (
-        f"{NNUNET_ROOT}/nnUNet_results/{dataset}/{NNUNET['trainer']}__nnUNetPlans__"
-        f"{NNUNET.get('configuration', '2d')}/fold_all/checkpoint_final.pth"
-    )
-
-
-NNUNET_MODEL = nnunet_model(NNUNET_DATASET)
-
-
-wildcard_constraints:
-    subject="[A-Za-z0-9]+",
-    source="|".join(SOURCES),
-    method="[A-Za-z0-9_]+",
-    dataset="|".join(NNUNET_DATASETS.values()),
-
-
-def labels_path(subject):
-    """Labels on the target grid: the phantom's truth, the user's files, or None (Atropos makes them)."""
-    if PHANTOM:
-        return phantom_image(DATA["root"], subject, "dseg")
-    if DATA.get("labels"):
-        return DATA["labels"].format(subject=subject)
-    return None
-
-
-def preprocessed(subject, name):
-    return f"{PRE.format(subject=subject)}/{name}.nii.gz"
-
-
-def json_option(section):
-    """A config section as a JSON string for `--options` (shell-quoted by Snakemake's :q)."""
-    return json.dumps(config.get(section, {}), sort_keys=True)
-
-
 def nnunet_args(contrast=TARGET, predict=False):
     """The CLI options of a contrast's nnU-Net model; predict=True adds the prediction options."""
     args = (
-        f"--root {NNUNET_ROOT} --dataset-id {NNUNET_IDS[contrast]} "
-        f"--configuration {NNUNET.get('configuration', '2d')} --trainer {NNUNET['trainer']} "
-        f"--num-processes {NNUNET.get('num_processes', 2)}"
+        f"--root {NNUNET_ROOT} --dataset-id {NNUNET_IDS[contrast]} --configuration {NNUNET['configuration']} "
+        f"--trainer {NNUNET['trainer']} --num-processes {NNUNET['num_processes']}"
     )
-    return args + ("" if NNUNET.get("mirroring", True) or not predict else " --no-mirroring")
+    return args + ("" if NNUNET["mirroring"] or not predict else " --no-mirroring")
+
+
+def evaluation_cases(wildcards):
+    """--case arguments: subject, source, segmentation, labels, image, real target, brain mask."""
+    m = wildcards.method
+    return " ".join(
+        f"--case {s} {c} {method_segmentation(m, s, c)} {preprocessed(s, 'labels')} {method_image(m, s, c)} "
+        f"{normalised(s, TARGET)} {preprocessed(s, 'brainmask')}"
+        for s in SPLIT.test
+        for c in SOURCES
+    )
+
+
+def intensity_bound_cases():
+    """--case arguments: subject, contrast, normalised image, labels, brain mask; target first."""
+    return " ".join(
+        f"--case {s} {c} {normalised(s, c)} {preprocessed(s, 'labels')} {preprocessed(s, 'brainmask')}"
+        for s in SPLIT.test
+        for c in CONTRASTS
+    )
+
+
+def supervised_bound_cases():
+    """(subject, contrast, segmentation, labels). The target's row is the oracle."""
+    cases = []
+    for s in SPLIT.test:
+        cases.append((s, TARGET, method_segmentation("oracle", s, SOURCES[0]), preprocessed(s, "labels")))
+        cases += [(s, c, f"results/segmentations/supervised/sub-{s}_{c}.nii.gz", preprocessed(s, "labels")) for c in SOURCES]
+    return cases
+
+
+def grid_items(wildcards):
+    """SOURCE/COLUMN/KIND -> path for the translation grid of FIGURE_SUBJECT."""
+    s = FIGURE_SUBJECT
+    items = {}
+    for c in SOURCES:
+        items[f"{c}/source/image"] = normalised(s, c)
+        for m in (m for m in METHODS_RUN if METHODS[m].in_grid):
+            items[f"{c}/{m}/image"] = method_image(m, s, c)
+            items[f"{c}/{m}/segmentation"] = method_segmentation(m, s, c)
+        items[f"{c}/target/image"] = normalised(s, TARGET)
+        items[f"{c}/target/segmentation"] = preprocessed(s, "labels")
+    return items

@@ -3,17 +3,18 @@
 
 rule cohort:
     output:
-        images=[str(phantom_image(DATA["root"], "{subject}", c)) for c in [TARGET, *SOURCES]],
-        labels=str(phantom_image(DATA["root"], "{subject}", "dseg")),
-        misalignment=str(phantom_misalignment(DATA["root"], "{subject}")),
+        images=[str(bids_image(DATA["root"], "{subject}", c)) for c in CONTRASTS],
+        labels=str(bids_image(DATA["root"], "{subject}", "dseg")),
+        misalignment=str(bids_image(DATA["root"], "{subject}", "misalignment", ".json")),
         qc="results/qc/phantom/sub-{subject}.png",
     params:
-        root=DATA["root"],
+        root=lambda wildcards, output: Path(output.labels).parents[2],  # <root>/sub-<id>/anat/
         target=TARGET,
         sources=SOURCES,
-        voxel_mm=config.get("phantom", {}).get("voxel_mm", 2),
-        seed=config.get("phantom", {}).get("seed", 0),
-        head="" if config.get("phantom", {}).get("with_head", True) else "--no-head",
+        voxel_mm=config["phantom"]["voxel_mm"],
+        seed=config["phantom"]["seed"],
+        head="" if config["phantom"]["with_head"] else "--no-head",
+        qc_dir=lambda wildcards, output: Path(output.qc).parent,
     threads: 1
     resources:
         mem_mb=2000,
@@ -27,44 +28,22 @@ rule cohort:
     shell:
         "midiffusion phantom --root {params.root} --subject {wildcards.subject} "
         "--voxel-mm {params.voxel_mm} --target {params.target} --sources {params.sources} "
-        "--seed {params.seed} {params.head} --qc-dir results/qc/phantom > {log} 2>&1"
-
-
-def preprocess_inputs(wildcards):
-    inputs = {"images": [str(IMAGES[wildcards.subject][c]) for c in [TARGET, *SOURCES]]}
-    if labels_path(wildcards.subject):
-        inputs["labels"] = str(labels_path(wildcards.subject))
-    if PHANTOM:
-        inputs["misalignment"] = str(phantom_misalignment(DATA["root"], wildcards.subject))
-    return inputs
-
-
-def preprocess_args(wildcards, input):
-    images = " ".join(f"--image {c}={p}" for c, p in zip([TARGET, *SOURCES], input.images))
-    truth = f"--misalignment {input.misalignment}" if PHANTOM else ""
-    labels = f"--labels {input.labels}" if hasattr(input, "labels") else ""
-    pre = config["preprocess"]
-    n4 = "" if pre.get("n4", True) else "--no-n4"
-    return (
-        f"{images} {labels} {truth} {n4} --registration {pre.get('registration', 'Rigid')} "
-        f"--brain-extraction {pre.get('brain_extraction', 'template')} "
-        f"--percentiles {' '.join(map(str, pre.get('percentiles', [0.5, 99.5])))}"
-    )
+        "--seed {params.seed} {params.head} --qc-dir {params.qc_dir} > {log} 2>&1"
 
 
 rule preprocess:
     input:
         unpack(preprocess_inputs),
     output:
-        images=[f"{PRE}/{c}.nii.gz" for c in [TARGET, *SOURCES]],
-        normalised=[f"{PRE}/{c}_norm.nii.gz" for c in [TARGET, *SOURCES]],
+        images=[f"{PRE}/{c}.nii.gz" for c in CONTRASTS],
+        normalised=[f"{PRE}/{c}_norm.nii.gz" for c in CONTRASTS],
         mask=f"{PRE}/brainmask.nii.gz",
         labels=f"{PRE}/labels.nii.gz",
         qc=f"{PRE}/qc.json",
     params:
         args=preprocess_args,
         target=TARGET,
-        out_dir=PRE,
+        out_dir=lambda wildcards, output: Path(output.mask).parent,
     threads: 1  # ITK scales poorly past one thread here: subjects in parallel use the cores better
     resources:
         mem_mb=4000,

@@ -36,6 +36,7 @@ rule train_diffusion:
     params:
         size=config["slices"]["size"],
         options=json_option("diffusion"),
+        out_dir=lambda wildcards, output: Path(output.model).parent,
     threads: 2
     resources:
         mem_mb=8000,
@@ -48,25 +49,24 @@ rule train_diffusion:
     conda:
         "../../envs/diffusion.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} midiffusion train --slices {input} --out-dir results/diffusion --image-size {params.size} "
+        "OMP_NUM_THREADS={threads} midiffusion train --slices {input} --out-dir {params.out_dir} --image-size {params.size} "
         "--options {params.options:q} > {log} 2>&1"
 
 
 rule benchmark_sampling:
     input:
         model="results/diffusion/model.pt",
-        source=preprocessed(SPLIT.test[0], f"{SOURCES[0]}_norm"),
-        target=preprocessed(SPLIT.test[0], f"{TARGET}_norm"),
+        source=normalised(SPLIT.test[0], SOURCES[0]),
+        target=normalised(SPLIT.test[0], TARGET),
         mask=preprocessed(SPLIT.test[0], "brainmask"),
         labels=preprocessed(SPLIT.test[0], "labels"),
         nnunet=NNUNET_MODEL,
     output:
         "results/benchmarks/sampling.csv",
     params:
-        ddim_steps=config.get("benchmark", {}).get("ddim_steps", [25, 50, 100]),
-        n_slices=config.get("benchmark", {}).get("n_slices", 8),
-        eta=config["sampling"].get("eta", 0.0),
-        guidance_scale=config["sampling"].get("guidance_scale", 1.0),
+        ddim_steps=config["benchmark"]["ddim_steps"],
+        n_slices=config["benchmark"]["n_slices"],
+        options=json_option("sampling"),
         nnunet=nnunet_args(predict=True),
     threads: 2
     resources:
@@ -81,6 +81,6 @@ rule benchmark_sampling:
         "../../envs/diffusion.yaml"
     shell:
         "OMP_NUM_THREADS={threads} midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
-        "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} --eta {params.eta} "
-        "--guidance-scale {params.guidance_scale} --labels {input.labels} {params.nnunet} --out {output} "
+        "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} "
+        "--options {params.options:q} --labels {input.labels} {params.nnunet} --out {output} "
         "> {log} 2>&1"

@@ -1,17 +1,18 @@
-# One volume per method, test subject and source contrast, on the target grid, normalised to [-1, 1].
+# One image per method and test case, on the target grid, normalised to [-1, 1]: a case is
+# sub-<id>_<source>, or sub-<id> for a method whose image does not depend on the source
+# (midiffusion.methods.case_name; `unguided` and `oracle` are made once per subject).
 
 
 rule translate:
     input:
-        model="results/diffusion/model.pt",
-        source=f"{PRE}/{{source}}_norm.nii.gz",
-        mask=f"{PRE}/brainmask.nii.gz",
+        unpack(translate_inputs),
     output:
-        image="results/methods/{method}/sub-{subject}_{source}.nii.gz",
-        std="results/methods/{method}/sub-{subject}_{source}_sd.nii.gz",
+        image="results/methods/{method}/{case}.nii.gz",
+        std="results/methods/{method}/{case}_sd.nii.gz",
     wildcard_constraints:
-        method="|".join(DIFFUSION_METHODS),
+        method="|".join(names("diffusion")),
     params:
+        source=lambda wildcards, input: f"--source {input.source}" if "source" in input.keys() else "",
         options=json_option("sampling"),
     threads: 2
     resources:
@@ -19,35 +20,36 @@ rule translate:
         runtime=240,
         gpu=1,
     log:
-        "logs/translate/{method}/sub-{subject}_{source}.log",
+        "logs/translate/{method}/{case}.log",
     benchmark:
-        "benchmarks/translate/{method}/sub-{subject}_{source}.tsv"
+        "benchmarks/translate/{method}/{case}.tsv"
     conda:
         "../../envs/diffusion.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} midiffusion translate --method {wildcards.method} --model {input.model} --source {input.source} "
-        "--mask {input.mask} --out {output.image} --std {output.std} --options {params.options:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} midiffusion translate --method {wildcards.method} --model {input.model} "
+        "{params.source} --mask {input.mask} --out {output.image} --std {output.std} --options {params.options:q} "
+        "> {log} 2>&1"
 
 
 rule baseline:
     input:
-        source=f"{PRE}/{{source}}_norm.nii.gz",
-        target=f"{PRE}/{TARGET}_norm.nii.gz",
-        mask=f"{PRE}/brainmask.nii.gz",
-        references=expand(f"{PRE}/{TARGET}_norm.nii.gz", subject=SPLIT.train),
-        reference_masks=expand(f"{PRE}/brainmask.nii.gz", subject=SPLIT.train),
+        source=lambda w: normalised(case_subject(w), case_source(w)),
+        target=lambda w: normalised(case_subject(w), TARGET),
+        mask=lambda w: preprocessed(case_subject(w), "brainmask"),
+        references=[normalised(s, TARGET) for s in SPLIT.train],
+        reference_masks=[preprocessed(s, "brainmask") for s in SPLIT.train],
     output:
-        "results/methods/{method}/sub-{subject}_{source}.nii.gz",
+        "results/methods/{method}/{case}.nii.gz",
     wildcard_constraints:
-        method="|".join(BASELINES),
+        method="|".join(names("target") + names("map")),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        "logs/baseline/{method}/sub-{subject}_{source}.log",
+        "logs/baseline/{method}/{case}.log",
     benchmark:
-        "benchmarks/baseline/{method}/sub-{subject}_{source}.tsv"
+        "benchmarks/baseline/{method}/{case}.tsv"
     conda:
         "../../envs/data.yaml"
     shell:

@@ -1,23 +1,9 @@
 # Metrics per method, tables and figures.
 
 
-def evaluation_cases(wildcards):
-    """--case arguments: subject, source, segmentation, labels, image, real target, brain mask."""
-    cases = []
-    for s in SPLIT.test:
-        for c in SOURCES:
-            cases.append(
-                f"--case {s} {c} results/segmentations/{wildcards.method}/sub-{s}_{c}.nii.gz "
-                f"{preprocessed(s, 'labels')} results/methods/{wildcards.method}/sub-{s}_{c}.nii.gz "
-                f"{preprocessed(s, TARGET + '_norm')} {preprocessed(s, 'brainmask')}"
-            )
-    return " ".join(cases)
-
-
 rule evaluate:
     input:
-        segmentations=[f"results/segmentations/{{method}}/sub-{s}_{c}.nii.gz" for s in SPLIT.test for c in SOURCES],
-        images=[f"results/methods/{{method}}/sub-{s}_{c}.nii.gz" for s in SPLIT.test for c in SOURCES],
+        cases=lambda w: [path for case in method_cases(w.method) for path in case],
         labels=[preprocessed(s, "labels") for s in SPLIT.test],
     output:
         "results/metrics/{method}.csv",
@@ -37,19 +23,10 @@ rule evaluate:
         "midiffusion evaluate --method {wildcards.method} {params.cases} --out {output} > {log} 2>&1"
 
 
-def intensity_bound_cases():
-    """--case arguments: subject, contrast, normalised image, labels, brain mask; target first."""
-    return " ".join(
-        f"--case {s} {c} {preprocessed(s, c + '_norm')} {preprocessed(s, 'labels')} {preprocessed(s, 'brainmask')}"
-        for s in SPLIT.test
-        for c in [TARGET, *SOURCES]
-    )
-
-
 # How much of the oracle's Dice each source contrast can support from its intensities alone.
 rule intensity_bound:
     input:
-        [preprocessed(s, f"{c}_norm") for s in SPLIT.test for c in [TARGET, *SOURCES]],
+        [normalised(s, c) for s in SPLIT.test for c in CONTRASTS],
         [preprocessed(s, name) for s in SPLIT.test for name in ("labels", "brainmask")],
     output:
         csv="results/tables/intensity_bound.csv",
@@ -68,15 +45,6 @@ rule intensity_bound:
         "../../envs/report.yaml"
     shell:
         "midiffusion intensity-bound {params.cases} --out {output.csv} --markdown {output.markdown} > {log} 2>&1"
-
-
-def supervised_bound_cases():
-    """--case arguments: subject, contrast, segmentation, labels. The target's row is the oracle."""
-    segmentations = {TARGET: f"results/segmentations/oracle/sub-{{s}}_{SOURCES[0]}.nii.gz"}
-    segmentations |= {c: f"results/segmentations/supervised/sub-{{s}}_{c}.nii.gz" for c in SOURCES}
-    return [
-        (s, c, path.format(s=s), preprocessed(s, "labels")) for s in SPLIT.test for c, path in segmentations.items()
-    ]
 
 
 # Not part of `all`: it trains one more nnU-Net per source contrast. Run `snakemake supervised_bound`.
@@ -104,11 +72,13 @@ rule supervised_bound:
 
 rule tables:
     input:
-        expand("results/metrics/{method}.csv", method=METHODS),
+        expand("results/metrics/{method}.csv", method=METHODS_RUN),
     output:
         long="results/tables/metrics_long.csv",
         summary="results/tables/summary.csv",
         markdown=report("results/tables/summary.md", caption="../report/summary.rst", category="Results"),
+    params:
+        out_dir=lambda wildcards, output: Path(output.long).parent,
     threads: 1
     resources:
         mem_mb=1000,
@@ -120,7 +90,7 @@ rule tables:
     conda:
         "../../envs/report.yaml"
     shell:
-        "midiffusion tables --metrics {input} --out-dir results/tables > {log} 2>&1"
+        "midiffusion tables --metrics {input} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figure_dice:
@@ -142,22 +112,6 @@ rule figure_dice:
         "midiffusion figure dice --inputs {input} --out {output} > {log} 2>&1"
 
 
-FIGURE_SUBJECT = config.get("figure_subject") or SPLIT.test[0]
-GRID_METHODS = [m for m in ("none", "histmatch", "unguided", "midiffusion") if m in METHODS]
-
-
-def grid_items(wildcards):
-    """SOURCE/COLUMN/KIND -> path for the translation grid of FIGURE_SUBJECT."""
-    s = FIGURE_SUBJECT
-    items = {}
-    for c in SOURCES:
-        items[f"{c}/source/image"] = preprocessed(s, f"{c}_norm")
-        for m in GRID_METHODS:
-            items[f"{c}/{m}/image"] = f"results/methods/{m}/sub-{s}_{c}.nii.gz"
-            items[f"{c}/{m}/segmentation"] = f"results/segmentations/{m}/sub-{s}_{c}.nii.gz"
-        items[f"{c}/target/image"] = preprocessed(s, f"{TARGET}_norm")
-        items[f"{c}/target/segmentation"] = preprocessed(s, "labels")
-    return items
 
 
 rule figure_grid:

@@ -2,18 +2,11 @@
 # and, for the supervised bound only, one nnU-Net per source contrast.
 
 
-def test_cases(method):
-    """case id -> image of a method, for every test subject and source contrast."""
-    return {
-        f"sub-{s}_{c}": f"results/methods/{method}/sub-{s}_{c}.nii.gz" for s in SPLIT.test for c in SOURCES
-    }
-
-
 # nnU-Net's dataset {dataset} holds one contrast of the training subjects: the target's, which
 # segments every method, or a source contrast's, trained only for the supervised bound.
 rule nnunet_prepare:
     input:
-        images=lambda w: [preprocessed(s, f"{dataset_contrast(w)}_norm") for s in SPLIT.train],
+        images=lambda w: [normalised(s, dataset_contrast(w)) for s in SPLIT.train],
         labels=expand(f"{PRE}/labels.nii.gz", subject=SPLIT.train),
     output:
         f"{NNUNET_ROOT}/nnUNet_raw/{{dataset}}/dataset.json",
@@ -44,7 +37,7 @@ rule nnunet_plan:
         f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/nnUNetPlans.json",
     params:
         nnunet=lambda w: nnunet_args(dataset_contrast(w)),
-    threads: NNUNET.get("num_processes", 2)  # its worker processes
+    threads: NNUNET["num_processes"]  # its worker processes
     resources:
         mem_mb=8000,
         runtime=60,
@@ -84,14 +77,12 @@ rule nnunet_train:
 rule nnunet_predict:
     input:
         model=NNUNET_MODEL,
-        images=[path for method in METHODS for path in test_cases(method).values()],
+        images=[image for m in METHODS_RUN for image, _ in method_cases(m)],
     output:
-        [f"results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case in test_cases(m)],
+        [segmentation for m in METHODS_RUN for _, segmentation in method_cases(m)],
     params:
         nnunet=nnunet_args(predict=True),
-        cases=" ".join(
-            f"--case {path} results/segmentations/{m}/{case}.nii.gz" for m in METHODS for case, path in test_cases(m).items()
-        ),
+        cases=" ".join(f"--case {image} {segmentation}" for m in METHODS_RUN for image, segmentation in method_cases(m)),
     threads: 2
     resources:
         mem_mb=8000,
@@ -113,7 +104,7 @@ rule nnunet_predict:
 rule supervised_predict:
     input:
         model=lambda w: nnunet_model(NNUNET_DATASETS[w.source]),
-        images=[preprocessed(s, "{source}_norm") for s in SPLIT.test],
+        images=[normalised(s, "{source}") for s in SPLIT.test],
     output:
         [f"results/segmentations/supervised/sub-{s}_{{source}}.nii.gz" for s in SPLIT.test],
     params:

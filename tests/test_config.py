@@ -1,0 +1,100 @@
+"""The config in one place: schema defaults, typed sections checked at workflow start, paper.yaml complete."""
+
+import os
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+import yaml
+
+from conftest import BIN, ROOT, snakemake
+from midiffusion import cli, methods
+from midiffusion.baselines import BASELINES
+from midiffusion.config import DiffusionConfig, SamplingConfig, check_config, defaults, schema
+from midiffusion.io import InputError
+
+
+def filled(**sections) -> dict:
+    """A workflow config: the schema's defaults with some sections overridden."""
+    config = {name: defaults(name) for name, spec in schema()["properties"].items() if "properties" in spec}
+    config |= {"methods": list(methods.METHOD_ORDER), "figure_subject": None}
+    for name, values in sections.items():
+        config[name] = {**config[name], **values}
+    return config
+
+
+def test_dataclass_defaults_are_the_schema_defaults():
+    """Would catch a default written twice (a dataclass field or argparse) drifting from the schema."""
+    assert DiffusionConfig() == DiffusionConfig.from_dict(defaults("diffusion"))
+    assert SamplingConfig() == SamplingConfig.from_dict(defaults("sampling"))
+    assert {f.name for f in fields(DiffusionConfig)} == set(defaults("diffusion")) | {"image_size"}
+    assert {f.name for f in fields(SamplingConfig)} == set(defaults("sampling"))
+    args = cli.build_parser().parse_args(["preprocess", "--subject", "1", "--target", "T1w", "--image", "T1w=x",
+                                          "--out-dir", "o"])
+    assert args.percentiles == list(defaults("preprocess")["percentiles"])
+
+
+@pytest.mark.parametrize("sections, key", [
+    ({"preprocess": {"percentiles": [99.5, 0.5]}}, "preprocess.percentiles"),
+    ({"sampling": {"n_samples": 0}}, "sampling.n_samples"),
+    ({"sampling": {"steps": -3}}, "sampling.steps"),
+    ({"diffusion": {"cond_dropout": 1.0}}, "diffusion.cond_dropout"),
+    ({"data": {"sources": ["T1w", "T2w"]}}, "data.sources"),
+    ({"data": {"subjects": ["01", "O2"]}}, "data.subjects"),
+])
+def test_check_config_names_the_bad_key(sections, key):
+    """Would catch a bad value that today only fails (or silently misbehaves) hours later in its rule."""
+    with pytest.raises(InputError, match=key.replace(".", r"\.")):
+        check_config(filled(**sections), subjects=["01", "02"])
+
+
+def test_check_config_rejects_unknown_methods():
+    config = filled()
+    config["methods"] = ["oracle", "midifusion"]
+    with pytest.raises(InputError, match="midifusion"):
+        check_config(config)
+
+
+def test_workflow_stops_in_seconds_on_a_bad_value(tmp_path):
+    """The typed check runs when the workflow starts, before any job: reversed percentiles."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"preprocess": {"percentiles": [99.5, 0.5]}}))
+    result = snakemake(tmp_path, "--dry-run", configfile=bad, check=False)
+    assert result.returncode != 0 and "preprocess.percentiles" in result.stdout + result.stderr
+
+
+def test_paper_config_writes_out_every_diffusion_and_sampling_key():
+    """Would catch paper.yaml silently inheriting a default-run setting (a new key added to the schema)."""
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    for section in ("slices", "diffusion", "sampling"):
+        assert set(paper[section]) == set(defaults(section)), section
+    DiffusionConfig.from_dict({**paper["diffusion"], "image_size": paper["slices"]["size"]})
+    SamplingConfig.from_dict(paper["sampling"])
+    assert paper["diffusion"]["cond_dropout"] == 0 and "unguided" not in paper["methods"]
+
+
+def test_registry_is_what_the_cli_and_baselines_offer():
+    """Would catch a method added in one place only (registry, baseline functions, CLI choices)."""
+    assert set(BASELINES) == set(methods.names("target") + methods.names("map"))
+    parser = cli.build_parser()
+    translate = parser.parse_args(["translate", "--model", "m", "--mask", "k", "--out", "o", "--method", "unguided"])
+    assert translate.method == "unguided"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["translate", "--model", "m", "--mask", "k", "--out", "o", "--method", "histmatch"])
+    assert methods.case_name("unguided", "01", "T2w") == "sub-01"
+    assert methods.case_name("midiffusion", "01", "T2w") == "sub-01_T2w"
+
+
+def test_dry_run_imports_no_torch(tmp_path):
+    """`snakemake -n` parses the DAG without torch: a torch that cannot be imported must not matter."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch imported while parsing the workflow')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    command = [str(BIN / "snakemake"),
+               "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
+               "--configfile", str(ROOT / "config/ci.yaml"), "--dry-run"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch imported" not in result.stdout + result.stderr
