@@ -212,6 +212,10 @@ def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -
     if data["target"] in data["sources"]:
         raise InputError(f"data.sources: {data['sources']} must not contain the target contrast {data['target']}")
     check_methods(config["methods"])
+    if config["diffusion"]["cond_dropout"] == 0:  # the model never saw a dropped condition
+        if "unguided" in config["methods"] or config["sampling"]["guidance_scale"] != 1:
+            raise InputError("diffusion.cond_dropout: 0 trains no unconditional mode, which `unguided` in methods "
+                             "and sampling.guidance_scale != 1 need; set cond_dropout > 0 (e.g. 0.1) or drop them")
     if subjects is not None and data["subjects"]:
         missing = sorted(set(data["subjects"]) - set(subjects))
         if missing:

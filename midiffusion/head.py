@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TISSUES = ("CSF", "GM", "WM")  # label = index + 1
+from .layout import TISSUE_LABELS
+
+TISSUES = tuple(TISSUE_LABELS)  # CSF, GM, WM: label = index + 1
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def local_mutual_information(
     (27 / 8)^2 = 11x higher. sigma = 0.07 is half the bin spacing 1/7: a sample spreads over about
     three bins, so the estimate varies smoothly with intensity (no hard bin edges, robust to the
     noise in x_t) while neighbouring bins stay distinct. A CPU calibration of the whole method
-    used this pair successfully (shared/notes/calibration.md). Bin centres are symmetric about
+    used this pair successfully (docs/method.md, "Design decisions"). Bin centres are symmetric about
     1/2, so LMI is invariant to inverting either image's intensities (T1w vs T2w contrast).
 
     Memory: the Parzen weights take N * bins * ((H + 2r)(W + 2r) + (H + 2r + 2s)(W + 2r + 2s))

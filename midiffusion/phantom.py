@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from .head import BRAIN_TISSUES, HEAD_TISSUES, PROTOCOLS, TISSUES, Anatomy, Texture, Tissue, clean_image, head_anatomy
 from .io import InputError, atomic_path, save_volume, write_json
+from .layout import bids_image
 from .template import CSF_RIM_MM, Template, load_template
 
 # Distance from the brain (mm) for points pulled from beyond the template's field of view: air.
@@ -292,10 +293,9 @@ def qc_figure(phantom: SubjectPhantom, path: Path) -> Path:
 
 
 def subject_paths(out_dir: Path, subject: str, contrasts: list[str]) -> dict[str, Path]:
-    """Output paths of one subject keyed by contrast, "dseg" and "misalignment"."""
-    anat = Path(out_dir) / f"sub-{subject}" / "anat"
-    names = {**{c: f"{c}.nii.gz" for c in contrasts}, "dseg": "dseg.nii.gz", "misalignment": "misalignment.json"}
-    return {key: anat / f"sub-{subject}_{name}" for key, name in names.items()}
+    """Output paths of one subject keyed by contrast, "dseg" and "misalignment" (layout.bids_image)."""
+    paths = {key: bids_image(out_dir, subject, key) for key in (*contrasts, "dseg")}
+    return paths | {"misalignment": bids_image(out_dir, subject, "misalignment", ".json")}
 
 
 def build_subject(

@@ -42,6 +42,7 @@ def test_dataclass_defaults_are_the_schema_defaults():
     ({"diffusion": {"cond_dropout": 1.0}}, "diffusion.cond_dropout"),
     ({"data": {"sources": ["T1w", "T2w"]}}, "data.sources"),
     ({"data": {"subjects": ["01", "O2"]}}, "data.subjects"),
+    ({"diffusion": {"cond_dropout": 0.0}}, "diffusion.cond_dropout"),  # guidance_scale 5 needs dropout
 ])
 def test_check_config_names_the_bad_key(sections, key):
     """Would catch a bad value that today only fails (or silently misbehaves) hours later in its rule."""
