@@ -1,4 +1,5 @@
-"""Evaluation metrics: Dice per tissue class and image quality (PSNR, SSIM, MAE) inside the brain mask.
+"""Evaluation metrics: Dice per tissue class and image quality (PSNR, SSIM, MAE, Pearson correlation)
+inside the brain mask.
 
 Conventions:
 - Labels are integers 0 background, 1 CSF, 2 GM, 3 WM.
@@ -7,6 +8,7 @@ Conventions:
   a class present in only one of them has Dice 0.
 - PSNR of identical images is +inf (not capped), so that a perfect match is never mistaken for a
   measurement; pandas and the tables report it as inf.
+- The correlation ("corr") is NaN when either image is constant inside the mask (undefined).
 """
 
 from __future__ import annotations
@@ -81,11 +83,13 @@ def intensity_bound_dice(
 def image_metrics(
     image: np.ndarray, reference: np.ndarray, mask: np.ndarray, data_range: float = 2.0
 ) -> dict[str, float]:
-    """PSNR (dB), SSIM and MAE of `image` against `reference` inside the brain `mask`.
+    """PSNR (dB), SSIM, MAE and Pearson correlation of `image` against `reference` inside the brain `mask`.
 
     image, reference, mask: (X, Y, Z) arrays on the same grid; images in [-1, 1] (not clipped).
     PSNR = 10 log10(data_range^2 / MSE) over the mask voxels, +inf for identical images.
     SSIM: skimage's SSIM map on the whole volume (7^3 uniform window), averaged over the mask.
+    corr: Pearson's r of the mask voxels, in [-1, 1]: insensitive to a global gain and offset, so it
+    tells a translation with the right structure on the wrong scale from one with the wrong structure.
     Voxels outside the mask are set to the background (-1) in both images first, so they cannot
     leak into the SSIM of mask voxels near the brain edge: values outside the mask never matter.
     """
@@ -102,7 +106,21 @@ def image_metrics(
     _, ssim_map = structural_similarity(
         image, reference, win_size=SSIM_WINDOW, data_range=data_range, full=True
     )
-    return {"psnr": psnr, "ssim": float(ssim_map[inside].mean()), "mae": float(np.abs(error).mean())}
+    return {
+        "psnr": psnr,
+        "ssim": float(ssim_map[inside].mean()),
+        "mae": float(np.abs(error).mean()),
+        "corr": pearson_correlation(image[inside], reference[inside]),
+    }
+
+
+def pearson_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """Pearson's r of two arrays of the same shape (all their values); NaN when either is constant."""
+    _check_shapes(first, second, ("first", "second"))
+    a, b = (np.asarray(x, dtype=np.float64).ravel() for x in (first, second))
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    return float(np.dot(a, b) / norm) if norm > 0 else float("nan")
 
 
 def evaluate_case(
@@ -117,7 +135,7 @@ def evaluate_case(
     segmentation_path: the nnU-Net labels predicted on the image; labels_path: the ground truth;
     image_path: the image given to nnU-Net; reference_path: the real target image; mask_path:
     the brain mask. All must share one grid (InputError naming the file otherwise).
-    Returns {"dice": {"CSF", "GM", "WM", "mean"}, "psnr", "ssim", "mae"}; the caller adds
+    Returns {"dice": {"CSF", "GM", "WM", "mean"}, "psnr", "ssim", "mae", "corr"}; the caller adds
     subject, source and method before collect_metrics.
     """
     paths = (segmentation_path, labels_path, image_path, reference_path, mask_path)

@@ -44,17 +44,27 @@ def n4(image: ants.ANTsImage) -> ants.ANTsImage:
     return ants.n4_bias_field_correction(shifted, shrink_factor=4)
 
 
-def extract_brain(target: ants.ANTsImage, contrast: str, voxel_mm: float) -> np.ndarray:
+@dataclass
+class ExtractedBrain:
+    """Brain extraction's results on the target grid (X, Y, Z): the brain mask (bool) and the reference
+    head registered to the target (float32, the reference's own intensity units, 0 where the warped
+    reference does not reach), which the atlas_map baseline fits its intensity map on."""
+
+    mask: np.ndarray
+    template: np.ndarray
+
+
+def extract_brain(target: ants.ANTsImage, contrast: str, voxel_mm: float) -> ExtractedBrain:
     """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
     the ICBM152 template (template.reference_head), is registered to it (affine then SyN) and the
-    reference's brain is warped back. Returns a bool array on the target grid."""
+    reference's brain is warped back. The warped reference image comes with it, from the same registration."""
     reference = reference_head(max(1.0, float(round(voxel_mm))), contrast)
     moving = _to_ants(reference.image, reference.affine)
     brain = _to_ants(reference.brain, reference.affine)
     with tempfile.TemporaryDirectory() as tmp:
         reg = ants.registration(target, moving, type_of_transform="SyN", outprefix=f"{tmp}/tpl_")
         warped = ants.apply_transforms(target, brain, reg["fwdtransforms"], interpolator="linear")
-    return warped.numpy() > 0.5
+    return ExtractedBrain(warped.numpy() > 0.5, reg["warpedmovout"].numpy().astype(np.float32))
 
 
 def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
@@ -132,9 +142,13 @@ def preprocess_subject(
 
     <contrast>.nii.gz (N4-corrected, registered), <contrast>_norm.nii.gz (normalised, skull-stripped, [-1, 1]),
     brainmask.nii.gz, labels.nii.gz (the given labels, else ANTs Atropos labels), <source>_to_<target>.mat,
-    qc.json. Returns the QC values also written to qc.json: registration errors where the true
-    misalignment is known ("<source>_error_{before,after}_mm") and, where true labels are given,
-    Atropos' Dice against them ("atropos_dice_<class>").
+    qc.json, and with brain_extraction "template" only, template.nii.gz: the target-contrast reference
+    head that brain extraction registered to the target image (not normalised; the atlas_map baseline's
+    input). With "labels" nothing is registered to the template, so atlas_map needs "template".
+
+    Returns the QC values also written to qc.json: registration errors where the true misalignment is
+    known ("<source>_error_{before,after}_mm") and, where true labels are given, Atropos' Dice against
+    them ("atropos_dice_<class>").
     """
     if inputs.target not in inputs.images:
         raise InputError(f"subject {inputs.subject}: target contrast {inputs.target} missing")
@@ -153,8 +167,10 @@ def preprocess_subject(
     if use_n4:
         corrected = {c: n4(image) for c, image in corrected.items()}
     fixed = corrected[inputs.target]
+    template = None
     if brain_extraction == "template":
-        mask = check_mask(extract_brain(fixed, inputs.target, float(target_volume.voxel_mm.mean())), out_dir / "brainmask.nii.gz")
+        extracted = extract_brain(fixed, inputs.target, float(target_volume.voxel_mm.mean()))
+        mask, template = check_mask(extracted.mask, out_dir / "brainmask.nii.gz"), extracted.template
     truth = read_json(inputs.misalignment) if inputs.misalignment else {}
     atropos = atropos_labels(fixed, mask, inputs.target)
     qc: dict[str, float] = {}
@@ -177,6 +193,8 @@ def preprocess_subject(
     affine = target_volume.affine
     save_volume(out_dir / "brainmask.nii.gz", mask, affine, dtype=np.uint8)
     save_volume(out_dir / "labels.nii.gz", label_data, affine, dtype=np.uint8)
+    if template is not None:
+        save_volume(out_dir / "template.nii.gz", template, affine)
     for contrast, image in registered.items():
         data = image.numpy()
         save_volume(out_dir / f"{contrast}.nii.gz", data, affine)

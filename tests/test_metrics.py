@@ -100,9 +100,33 @@ def test_voxels_outside_mask_change_nothing():
     before = image_metrics(image, reference, mask)
     after = image_metrics(altered, altered_reference, mask)
     assert after == pytest.approx(before)
-    # ...while a change inside the mask is seen by every metric
-    inside = image_metrics(np.where(mask, image + 0.1, image), reference, mask)
+    # ...while a change inside the mask is seen by every metric (not a mere offset: corr ignores those)
+    inside = image_metrics(np.where(mask, image + 0.1 * rng.standard_normal(SHAPE), image), reference, mask)
     assert all(inside[key] != pytest.approx(before[key]) for key in before)
+
+
+def test_correlation_by_hand_and_only_inside_the_mask():
+    rng = np.random.default_rng(3)
+    reference, mask = _image(rng), _mask()
+    assert image_metrics(reference, reference, mask)["corr"] == pytest.approx(1.0)
+    assert image_metrics(0.5 * reference - 0.2, reference, mask)["corr"] == pytest.approx(1.0)  # gain and offset
+    assert image_metrics(-reference, reference, mask)["corr"] == pytest.approx(-1.0)
+    noise = rng.standard_normal(SHAPE)
+    outside_changed = np.where(mask, reference, noise)  # anything outside the mask: still perfect
+    assert image_metrics(outside_changed, reference, mask)["corr"] == pytest.approx(1.0)
+    # By hand on the mask voxels: r = cov / (sd sd) of two short vectors.
+    image, reference = np.full(SHAPE, -1.0), np.full(SHAPE, -1.0)
+    inside = np.argwhere(mask)[:4]
+    for (x, y, z), a, b in zip(inside, [0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 1.0, 2.0]):
+        image[x, y, z], reference[x, y, z] = a, b
+    small = np.zeros(SHAPE, bool)
+    small[tuple(inside.T)] = True
+    # image (0, 1, 2, 3), reference (0, 1, 1, 2): centred (-1.5, -.5, .5, 1.5), (-1, 0, 0, 1); cov sum 3
+    expected = 3 / np.sqrt(5 * 2)
+    full = np.zeros(SHAPE, bool)
+    full[2:10, 2:10, 2:8] = True
+    assert image_metrics(image, reference, small)["corr"] == pytest.approx(expected)
+    assert math.isnan(image_metrics(np.zeros(SHAPE), reference, full)["corr"])  # constant: undefined
 
 
 def test_image_metrics_bad_input():
@@ -135,7 +159,8 @@ def test_evaluate_case_matches_array_metrics(tmp_path):
     assert result["dice"] == pytest.approx(dice_per_class(arrays["seg"], arrays["labels"]))
     assert result["dice"]["mean"] < 1.0
     expected = image_metrics(arrays["image"].astype(np.float32), arrays["reference"].astype(np.float32), arrays["mask"])
-    assert {key: result[key] for key in ("psnr", "ssim", "mae")} == pytest.approx(expected)
+    assert {key: result[key] for key in ("psnr", "ssim", "mae", "corr")} == pytest.approx(expected)
+    assert result["corr"] == pytest.approx(1.0)  # image = reference + 0.1
     assert result["mae"] == pytest.approx(0.1, abs=1e-5)
 
 

@@ -5,7 +5,10 @@ import tempfile
 import ants
 import numpy as np
 
-from midiffusion.preprocess import atropos_labels
+from midiffusion.io import load_volume, save_volume
+from midiffusion.metrics import pearson_correlation
+from midiffusion.preprocess import SubjectImages, atropos_labels, preprocess_subject
+from midiffusion.template import reference_head
 
 
 def test_atropos_labels_find_three_tissues_and_leave_no_temp_files(tmp_path, monkeypatch):
@@ -24,3 +27,22 @@ def test_preprocess_does_not_import_the_phantom_simulator():
     # Brain extraction's reference head comes from the template module; real data needs no simulator.
     check = "import midiffusion.preprocess, sys; assert 'midiffusion.phantom' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_preprocess_writes_the_registered_template_on_the_target_grid(tmp_path):
+    # The one whole preprocessing run (SyN included), kept cheap: 8 mm heads of ~24 x 29 x 23 voxels.
+    # The subject is the reference head itself, shifted by a voxel, with noise; the template that brain
+    # extraction registers to it must come out on its grid and look like it.
+    rng = np.random.default_rng(0)
+    images = {}
+    for contrast in ("T1w", "PDw"):
+        head = reference_head(8.0, contrast)
+        data = np.roll(head.image, 1, axis=0) + rng.normal(0, 0.02 * head.image.max(), head.image.shape)
+        images[contrast] = save_volume(tmp_path / f"{contrast}_raw.nii.gz", data, head.affine)
+    out = tmp_path / "out"
+    preprocess_subject(SubjectImages("01", "T1w", images), out, use_n4=False)
+    target, mask, template = (load_volume(out / f"{name}.nii.gz") for name in ("T1w", "brainmask", "template"))
+    assert template.data.shape == target.data.shape == mask.data.shape
+    np.testing.assert_allclose(template.affine, target.affine, atol=1e-5)
+    inside = mask.data > 0
+    assert pearson_correlation(template.data[inside], target.data[inside]) > 0.9
