@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import default
 from .io import InputError
-from .methods import METHODS, names
+from .methods import PRODUCERS, producers
 
 
 def _pairs(values: list[str], what: str) -> dict[str, Path]:
@@ -89,7 +89,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
     config = SamplingConfig.from_dict(_options(args.options))
     translate_volume(
-        args.model, args.mask, args.out, source_path=args.source, guided=METHODS[args.method].guided,
+        args.model, args.mask, args.out, source_path=args.source, guided=PRODUCERS[args.method].guided,
         config=config, std_path=args.std, device=args.device,
     )
 
@@ -110,7 +110,8 @@ def cmd_benchmark_sampling(args: argparse.Namespace) -> None:
 def cmd_baseline(args: argparse.Namespace) -> None:
     from .baselines import run_baseline
 
-    run_baseline(args.method, args.source, args.target, args.mask, args.reference, args.reference_mask, args.out)
+    run_baseline(args.method, args.source, args.target, args.mask, args.reference, args.reference_mask, args.out,
+                 template=args.template, slice_size=args.slice_size, percentiles=tuple(args.percentiles))
 
 
 def _nnunet_dirs(args: argparse.Namespace):
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--std", type=Path, help="also write the voxelwise sd over samples")
-    p.add_argument("--method", default="midiffusion", choices=names("diffusion"))
+    p.add_argument("--method", default="midiffusion", choices=producers("diffusion"))
     p.add_argument("--options", default="{}", help="JSON object of sampling settings (config section sampling)")
     p.add_argument("--device", default="auto")
 
@@ -320,14 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=default("slices", "size"))
     p.add_argument("--out", type=Path, required=True)
 
-    p = commands.add("baseline", "a method without diffusion (" + ", ".join(names("target") + names("map")) + ")",
+    p = commands.add("baseline", "an image without diffusion (" + ", ".join(producers("target") + producers("map")) + ")",
                      cmd_baseline, user=False)
-    p.add_argument("--method", required=True, choices=names("target") + names("map"))
+    p.add_argument("--method", required=True, choices=producers("target") + producers("map"))
     p.add_argument("--source", type=Path, required=True)
     p.add_argument("--target", type=Path, required=True)
     p.add_argument("--mask", type=Path, required=True)
     p.add_argument("--reference", type=Path, nargs="+", default=[])
     p.add_argument("--reference-mask", type=Path, nargs="+", default=[])
+    p.add_argument("--template", type=Path, help="atlas_map: the target-contrast template registered to the subject")
+    p.add_argument("--slice-size", type=int, default=default("slices", "size"), help="grid_ceiling: the slice grid")
+    p.add_argument("--percentiles", type=float, nargs=2, default=list(default("preprocess", "percentiles")),
+                   help="atlas_map: the template's intensity normalisation (config preprocess.percentiles)")
     p.add_argument("--out", type=Path, required=True)
 
     p = commands.add("nnunet-export", "write the training set in nnU-Net's raw format", cmd_nnunet_export, user=False)

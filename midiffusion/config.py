@@ -203,7 +203,7 @@ def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -
     """Build every typed section of a validated workflow config (InputError naming the key on a bad
     value) and check the cross-section facts: sources exclude the target, methods are registered,
     data.subjects are all among `subjects` (the ids found)."""
-    from .methods import check_methods
+    from .methods import METHODS, check_methods, trainer_name
 
     DiffusionConfig.from_dict({**config["diffusion"], "image_size": config["slices"]["size"]})
     SamplingConfig.from_dict(config["sampling"])
@@ -212,6 +212,10 @@ def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -
     if data["target"] in data["sources"]:
         raise InputError(f"data.sources: {data['sources']} must not contain the target contrast {data['target']}")
     check_methods(config["methods"])
+    for method in config["methods"]:  # every segmenter's trainer takes the target trainer's schedule
+        trainer_name(METHODS[method].segmenter, config["nnunet"]["trainer"])
+    if "atlas_map" in config["methods"] and config["preprocess"]["brain_extraction"] != "template":
+        raise InputError("methods: atlas_map needs the template registered by preprocess.brain_extraction: template")
     if config["diffusion"]["cond_dropout"] == 0:  # the model never saw a dropped condition
         if "unguided" in config["methods"] or config["sampling"]["guidance_scale"] != 1:
             raise InputError("diffusion.cond_dropout: 0 trains no unconditional mode, which `unguided` in methods "

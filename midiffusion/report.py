@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -19,13 +20,13 @@ from matplotlib.patches import Patch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume
 from midiffusion.layout import TISSUE_CLASSES
-from midiffusion.methods import METHOD_ORDER, REGISTRY
+from midiffusion.methods import METHOD_ORDER, METHODS, PRODUCERS, REGISTRY
 from midiffusion.metrics import LONG_COLUMNS
 
 # Left to right from the source to the real target: the registry's grid methods, baselines first.
 GRID_COLUMNS = ("source", *reversed([m.name for m in REGISTRY if m.in_grid]), "target")
 CLASS_ORDER = (*TISSUE_CLASSES.values(), "mean")
-METRIC_LABELS = {"dice": "Dice", "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE"}
+METRIC_LABELS = {"dice": "Dice", "corr": "corr", "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE"}
 DECIMALS = {"psnr": 2}  # every other metric: 3 decimals
 LABEL_COLOURS = ("#1f77b4", "#2ca02c", "#d62728")  # CSF, GM, WM
 SAMPLER_COLUMNS = ("sampler", "network_calls", "psnr", "seconds_per_slice")
@@ -72,7 +73,7 @@ def _format_cell(mean: float, sd: float, metric: str) -> str:
 
 
 def _column_order(key: tuple[str, str]) -> tuple[int, int, str]:
-    """Dice classes first (CSF, GM, WM, mean), then PSNR, SSIM, MAE, then any other metric."""
+    """Dice classes first (CSF, GM, WM, mean), then corr, PSNR, SSIM, MAE, then any other metric."""
     metric, name = key
     metrics = list(METRIC_LABELS)
     metric_rank = metrics.index(metric) if metric in metrics else len(metrics)
@@ -101,23 +102,49 @@ def markdown_table(long_df: pd.DataFrame) -> str:
     return pd.DataFrame(table).to_markdown(index=False)
 
 
-def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write metrics_long.csv, summary.csv and summary.md into out_dir (atomically).
+def _zero_shot(method: str) -> bool:
+    """A road a zero-shot user can take: not a bound that reads the test subjects' real target images."""
+    return method not in METHODS or PRODUCERS[METHODS[method].producer].kind != "target"
 
-    Returns {"long": path, "summary": path, "markdown": path}.
+
+def verdict_table(long_df: pd.DataFrame) -> pd.DataFrame:
+    """Per source contrast, every zero-shot road ranked by mean Dice: Dice per class, the gap to the
+    best road, and what a user must have to take it (methods.Method.needs)."""
+    dice = summarise(long_df)
+    dice = dice[(dice["metric"] == "dice") & dice["method"].map(_zero_shot)]
+    if dice.empty:
+        raise InputError("metrics table: no Dice of a zero-shot method to rank")
+    wide = dice.pivot_table(index=["source", "method"], columns="class", values="mean")
+    rows = []
+    for source, group in wide.groupby(level="source"):
+        ranked = group.droplevel("source").sort_values("mean", ascending=False)
+        for rank, (method, values) in enumerate(ranked.iterrows(), start=1):
+            rows.append({"Source": source, "Rank": rank, "Method": method,
+                         **{f"Dice {name}": f"{values[name]:.3f}" for name in CLASS_ORDER if name in values},
+                         "Gap to best": f"{values['mean'] - ranked['mean'].iloc[0]:+.3f}",
+                         "Needs": METHODS[method].needs if method in METHODS else ""})
+    return pd.DataFrame(rows)
+
+
+def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Write metrics_long.csv, summary.csv, summary.md and verdict.md into out_dir (atomically).
+
+    Returns {"long": path, "summary": path, "markdown": path, "verdict": path}.
     """
     out_dir = Path(out_dir)
     long_df = _normalise(long_df)
-    paths = {name: out_dir / file for name, file in
-             (("long", "metrics_long.csv"), ("summary", "summary.csv"), ("markdown", "summary.md"))}
+    paths = {name: out_dir / file for name, file in (("long", "metrics_long.csv"), ("summary", "summary.csv"),
+                                                     ("markdown", "summary.md"), ("verdict", "verdict.md"))}
     with atomic_path(paths["long"]) as tmp:
         long_df.to_csv(tmp, index=False)
     with atomic_path(paths["summary"]) as tmp:
         summarise(long_df).to_csv(tmp, index=False)
     caption = ("Mean ± sd over the n test subjects; Dice of the nnU-Net segmentation against the "
-               "ground-truth labels; PSNR, SSIM and MAE inside the brain mask against the real target.")
+               "ground-truth labels; corr (Pearson), PSNR, SSIM and MAE inside the brain mask against the real target.")
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(f"# Evaluation summary\n\n{caption}\n\n{markdown_table(long_df)}\n", encoding="utf-8")
+    with atomic_path(paths["verdict"]) as tmp:
+        tmp.write_text(verdict_table(long_df).to_markdown(index=False) + "\n", encoding="utf-8")
     return paths
 
 
@@ -141,11 +168,13 @@ def plot_dice(long_df: pd.DataFrame, out_path: str | Path) -> Path:
     classes = [name for name in CLASS_ORDER if name in set(dice["class"])]
     width = 0.8 / len(methods)
     jitter = np.random.default_rng(0)  # fixed, so the figure is reproducible
-    figure = Figure(figsize=(4.5 * len(sources), 4.4))
+    colours = colormaps["tab10" if len(methods) <= 10 else "tab20"].colors
+    legend_rows = -(-len(methods) // 6)
+    figure = Figure(figsize=((3 + 0.25 * len(methods)) * len(sources), 4 + 0.25 * legend_rows))
     axes = figure.subplots(1, len(sources), sharey=True, squeeze=False)[0]
     for ax, source in zip(axes, sources):
         for m, method in enumerate(methods):
-            colour = f"C{m}"
+            colour = colours[m]
             for c, name in enumerate(classes):
                 values = dice.loc[(dice["source"] == source) & (dice["method"] == method)
                                   & (dice["class"] == name), "value"].to_numpy()
@@ -165,9 +194,9 @@ def plot_dice(long_df: pd.DataFrame, out_path: str | Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Dice")
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(methods), frameon=False)
+    figure.legend(handles, labels, loc="lower center", ncol=-(-len(methods) // legend_rows), frameon=False)
     figure.suptitle("Dice of the nnU-Net segmentation per method and tissue class")
-    return _save(figure, out_path, rect=(0, 0.07, 1, 1))  # room for the legend at the bottom
+    return _save(figure, out_path, rect=(0, 0.06 * legend_rows + 0.01, 1, 1))  # room for the legend below
 
 
 @dataclass

@@ -77,7 +77,9 @@ def test_paper_config_writes_out_every_diffusion_and_sampling_key():
 
 def test_registry_is_what_the_cli_and_baselines_offer():
     """Would catch a method added in one place only (registry, baseline functions, CLI choices)."""
-    assert set(BASELINES) == set(methods.names("target") + methods.names("map"))
+    assert set(BASELINES) == set(methods.producers("target") + methods.producers("map"))
+    assert {m.producer for m in methods.REGISTRY} == set(methods.PRODUCERS)
+    assert {m.segmenter for m in methods.REGISTRY} == set(methods.SEGMENTERS)
     parser = cli.build_parser()
     translate = parser.parse_args(["translate", "--model", "m", "--mask", "k", "--out", "o", "--method", "unguided"])
     assert translate.method == "unguided"
@@ -99,3 +101,14 @@ def test_dry_run_imports_no_torch(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "torch imported" not in result.stdout + result.stderr
+
+
+def test_rival_trainers_take_the_target_schedule():
+    """Would catch a rival nnU-Net trained on another budget than the target's (an unfair comparison)."""
+    assert methods.trainer_name("strong_aug", "nnUNetTrainer_midiffusion_quick") == "nnUNetTrainerDA5_midiffusion_quick"
+    assert methods.trainer_name("domain_rand", "nnUNetTrainer") == "nnUNetTrainerDomainRand"
+    assert methods.trainer_name("target", "MyTrainer") == "MyTrainer"
+    with pytest.raises(InputError, match="nnunet.trainer"):
+        methods.trainer_name("strong_aug", "MyTrainer")
+    with pytest.raises(InputError, match="nnunet.trainer"):
+        check_config(filled(nnunet={"trainer": "MyTrainer"}))

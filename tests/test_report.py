@@ -18,6 +18,7 @@ from midiffusion.report import (
     plot_translation_grid,
     segmentation_dice_tables,
     summarise,
+    verdict_table,
     write_tables,
 )
 
@@ -65,7 +66,7 @@ def test_summarise_rejects_missing_columns():
 def test_write_tables_files_parse_with_right_rows(tmp_path):
     frame = _long_frame()
     paths = write_tables(frame, tmp_path / "tables")
-    assert set(paths) == {"long", "summary", "markdown"}
+    assert set(paths) == {"long", "summary", "markdown", "verdict"}
     long_back = pd.read_csv(paths["long"])
     assert len(long_back) == len(frame)
     summary = pd.read_csv(paths["summary"])
@@ -232,3 +233,15 @@ def test_segmentation_dice_tables_name_the_file_on_a_grid_mismatch(tmp_path):
         segmentation_dice_tables([("s1", "PDw", str(tmp_path / "seg.nii.gz"), str(tmp_path / "labels.nii.gz"))],
                                  tmp_path / "dice.csv", tmp_path / "dice.md")
     assert not (tmp_path / "dice.csv").exists()
+
+
+def test_verdict_ranks_zero_shot_roads_per_source():
+    """Would catch the oracle (a bound that reads the real target) counted as a road, or a wrong ranking."""
+    verdict = verdict_table(_long_frame())
+    for source in ("PDw", "T2w"):
+        rows = verdict[verdict["Source"] == source]
+        assert rows["Method"].tolist() == ["midiffusion", "zzz", "none"]  # oracle left out
+        assert rows["Rank"].tolist() == [1, 2, 3]
+        assert rows["Gap to best"].tolist() == ["+0.000", "-0.200", "-0.400"]
+        assert rows["Dice mean"].iloc[0] == "0.700"  # mean over s1 (0.6) and s2 (0.8)
+    assert verdict.loc[verdict["Method"] == "midiffusion", "Needs"].iloc[0].startswith("target images")

@@ -88,7 +88,7 @@ def test_report_gathers_figures_and_tables_with_captions(ci_run):
     """After the supervised bound's test: the report of `all` and the bound holds every figure and table."""
     snakemake(ci_run, "--report", "report.html", "all", "supervised_bound")
     html = (ci_run / "report.html").read_text()
-    for output in ("translation_grid.png", "dice.png", "sampler_curve.png", "loss.png", "summary.md",
+    for output in ("translation_grid.png", "dice.png", "sampler_curve.png", "loss.png", "summary.md", "verdict.md",
                    "intensity_bound.md", "supervised_bound.md"):
         assert output in html, f"{output} missing from the report"
     for caption in ("voxelwise intensity classifier", "out of their reach"):  # intensity / supervised bound
@@ -166,3 +166,16 @@ def test_ixi_folder_plans_every_complete_subject(tmp_path):
     for subject in ("002", "012", "013"):
         assert f"IXI{subject}-" in planned
     assert "--labels" not in planned  # no label files given: preprocessing makes Atropos labels
+
+
+def test_rival_nnunets_train_on_the_target_schedule(ci_run):
+    """The strong-augmentation and domain-randomised nnU-Nets exist, named for the target trainer's schedule."""
+    dataset = f"Dataset{CI['nnunet']['dataset_id']:03d}_{CI['data']['target']}"
+    for segmenter in ("strong_aug", "domain_rand"):
+        trainer = registry.trainer_name(segmenter, CI["nnunet"]["trainer"])
+        assert trainer.endswith(CI["nnunet"]["trainer"].removeprefix("nnUNetTrainer"))
+        folder = ci_run / "results/nnunet/nnUNet_results" / dataset / f"{trainer}__nnUNetPlans__2d"
+        assert (folder / "fold_all/checkpoint_final.pth").exists(), folder
+    long = pd.read_csv(ci_run / "results/tables/metrics_long.csv", keep_default_na=False)
+    rivals = long[long["method"].isin(["strong_aug", "domain_rand", "midiffusion+domain_rand"])]
+    assert set(rivals["source"]) == set(SOURCES) and (rivals["metric"] == "corr").any()

@@ -1,22 +1,28 @@
-"""Short nnU-Net trainers: the standard recipe, only fewer and shorter epochs.
+"""Short nnU-Net trainers: a recipe (nnU-Net's standard one, DA5, domain randomisation) on a short schedule.
 
-Like nnU-Net's own `nnUNetTrainer_5epochs`, the base overrides the constructor to set the training
-length (and skips the pointless final validation of fold "all"); the variants only set numbers.
-Everything else (network, loss, augmentation, schedule) is nnU-Net's. nnU-Net names the results
-folder after the class, so a trained model says how long it was trained.
+A schedule is a mixin that any trainer takes, listed first: `class X(QuickSchedule, nnUNetTrainerDA5)`.
+Like nnU-Net's own `nnUNetTrainer_5epochs` it sets the training length in the constructor (and skips
+the pointless final validation of fold "all"); everything else (network, loss, augmentation) is the
+recipe's. Names follow nnU-Net's `nnUNetTrainer<RECIPE><SCHEDULE>`: the rivals of a target trainer
+`nnUNetTrainer<SUFFIX>` are `nnUNetTrainerDA5<SUFFIX>` and `nnUNetTrainerDomainRand<SUFFIX>`, so
+they get the target's budget by name. nnU-Net names the results folder after the class, so a trained
+model says how it was trained.
 """
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+from midiffusion.nnunet_trainers.nnUNetTrainerDomainRand import nnUNetTrainerDomainRand
 
 
-class _ShortTrainer(nnUNetTrainer):
-    """nnUNetTrainer with `epochs` epochs of `iterations` training and `val_iterations` validation batches,
-    and batches of at most `max_batch_size` patches (None: the plan's)."""
+class ShortSchedule:
+    """Mixin for an nnUNetTrainer: `epochs` epochs of `iterations` training and `val_iterations`
+    validation batches, and batches of at most `max_batch_size` patches (None: the plan's)."""
 
-    epochs = 1000
-    iterations = 250
-    val_iterations = 50
+    epochs: int
+    iterations: int
+    val_iterations: int
     max_batch_size: int | None = None
 
     def __init__(
@@ -27,6 +33,7 @@ class _ShortTrainer(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
     ):
+        # the same parameter names as nnUNetTrainer's: it records them by name for its checkpoints
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations
@@ -46,7 +53,7 @@ class _ShortTrainer(nnUNetTrainer):
         super().perform_actual_validation(save_probabilities)
 
 
-class nnUNetTrainer_midiffusion_ci(_ShortTrainer):
+class CISchedule(ShortSchedule):
     """CI: proves the real train/predict path works, not that the model is any good (2 x 4 batches)."""
 
     epochs = 2
@@ -54,7 +61,7 @@ class nnUNetTrainer_midiffusion_ci(_ShortTrainer):
     val_iterations = 2
 
 
-class nnUNetTrainer_midiffusion_quick(_ShortTrainer):
+class QuickSchedule(ShortSchedule):
     """Quick default for the embedded phantom on a CPU: 20 epochs of 15 batches of 8 patches.
 
     nnU-Net plans batches of 30 patches of 128 x 112 for the 2 mm phantom: ~16 s a batch on a 2-core
@@ -65,3 +72,28 @@ class nnUNetTrainer_midiffusion_quick(_ShortTrainer):
     iterations = 15
     val_iterations = 2
     max_batch_size = 8
+
+
+class nnUNetTrainer_midiffusion_ci(CISchedule, nnUNetTrainer):
+    """nnU-Net's standard recipe on the CI schedule."""
+
+
+class nnUNetTrainer_midiffusion_quick(QuickSchedule, nnUNetTrainer):
+    """nnU-Net's standard recipe on the quick schedule."""
+
+
+# DA5 (nnU-Net's heavy augmentation) is taken as it is: only the schedule changes.
+class nnUNetTrainerDA5_midiffusion_ci(CISchedule, nnUNetTrainerDA5):
+    """nnU-Net's DA5 recipe on the CI schedule."""
+
+
+class nnUNetTrainerDA5_midiffusion_quick(QuickSchedule, nnUNetTrainerDA5):
+    """nnU-Net's DA5 recipe on the quick schedule."""
+
+
+class nnUNetTrainerDomainRand_midiffusion_ci(CISchedule, nnUNetTrainerDomainRand):
+    """SynthSeg-style domain randomisation on the CI schedule."""
+
+
+class nnUNetTrainerDomainRand_midiffusion_quick(QuickSchedule, nnUNetTrainerDomainRand):
+    """SynthSeg-style domain randomisation on the quick schedule."""

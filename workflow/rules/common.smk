@@ -2,6 +2,7 @@
 # and every input function the rules use. Nothing here imports torch: `snakemake -n` stays fast.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from snakemake.utils import validate
 from midiffusion.cohort import find_subjects, phantom_subjects, split_subjects
 from midiffusion.config import check_config
 from midiffusion.layout import bids_image, nnunet_model_dir
-from midiffusion.methods import METHODS, case_name, names
+from midiffusion.methods import METHODS, PRODUCERS, case_name, producers, trainer_name
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -24,6 +25,8 @@ TARGET = DATA["target"]
 SOURCES = DATA["sources"]
 CONTRASTS = [TARGET, *SOURCES]
 PHANTOM = DATA["layout"] == "phantom"
+# Brain extraction by template registration leaves the registered template (atlas_map's reference).
+TEMPLATE_REGISTERED = config["preprocess"]["brain_extraction"] == "template"
 
 if PHANTOM:
     ALL_SUBJECTS = phantom_subjects(config["phantom"]["n_subjects"])
@@ -38,6 +41,8 @@ check_config(config, ALL_SUBJECTS)  # every typed section, before any job: a bad
 SUBJECTS = [s for s in ALL_SUBJECTS if s in set(DATA["subjects"])] if DATA["subjects"] else ALL_SUBJECTS
 SPLIT = split_subjects(SUBJECTS, config["split"]["n_test"], config["split"]["seed"])
 METHODS_RUN = config["methods"]
+SEGMENTERS_RUN = list(dict.fromkeys(METHODS[m].segmenter for m in METHODS_RUN))
+TRAINERS = {s: trainer_name(s, config["nnunet"]["trainer"]) for s in SEGMENTERS_RUN}  # one schedule for all
 PRE = "results/preprocessed/sub-{subject}"
 NNUNET = config["nnunet"]
 NNUNET_ROOT = "results/nnunet"
@@ -57,7 +62,9 @@ FIGURE_SUBJECT = config["figure_subject"] or SPLIT.test[0]
 wildcard_constraints:
     subject="[A-Za-z0-9]+",
     source="|".join(SOURCES),
-    method="|".join(METHODS),
+    method="|".join(re.escape(m) for m in METHODS),
+    producer="|".join(PRODUCERS),
+    trainer="|".join(TRAINERS.values()),
     dataset="|".join(NNUNET_DATASETS.values()),
     case=f"sub-[A-Za-z0-9]+(_({'|'.join(SOURCES)}))?",
 
@@ -70,18 +77,15 @@ def normalised(subject, contrast):
     return preprocessed(subject, f"{contrast}_norm")
 
 
-def nnunet_model(dataset):
-    folder = nnunet_model_dir(f"{NNUNET_ROOT}/nnUNet_results", dataset, NNUNET["trainer"], NNUNET["configuration"])
+def nnunet_model(dataset, trainer=NNUNET["trainer"]):
+    folder = nnunet_model_dir(f"{NNUNET_ROOT}/nnUNet_results", dataset, trainer, NNUNET["configuration"])
     return f"{folder}/fold_all/checkpoint_final.pth"
 
 
-NNUNET_MODEL = nnunet_model(NNUNET_DATASET)
-
-
 def method_image(method, subject, source):
-    """A method's image of a test subject and source contrast (one file per subject where the image
-    does not depend on the source, see midiffusion.methods)."""
-    return f"results/methods/{method}/{case_name(method, subject, source)}.nii.gz"
+    """The image a method segments, of a test subject and source contrast: its producer's (one file
+    per subject where the image does not depend on the source, see midiffusion.methods)."""
+    return f"results/methods/{METHODS[method].producer}/{case_name(method, subject, source)}.nii.gz"
 
 
 def method_segmentation(method, subject, source):
@@ -91,6 +95,11 @@ def method_segmentation(method, subject, source):
 def method_cases(method):
     """(image, segmentation) of every distinct case of a method."""
     return sorted({(method_image(method, s, c), method_segmentation(method, s, c)) for s in SPLIT.test for c in SOURCES})
+
+
+def segmenter_cases(segmenter):
+    """(image, segmentation) of every case of the configured methods that this segmenter reads."""
+    return [case for m in METHODS_RUN if METHODS[m].segmenter == segmenter for case in method_cases(m)]
 
 
 def case_source(wildcards):
@@ -107,7 +116,7 @@ def translate_inputs(wildcards):
     """The model and brain mask, and the normalised source where the method is guided by it."""
     subject = case_subject(wildcards)
     inputs = {"model": "results/diffusion/model.pt", "mask": preprocessed(subject, "brainmask")}
-    if METHODS[wildcards.method].uses_source:
+    if PRODUCERS[wildcards.producer].uses_source:
         inputs["source"] = normalised(subject, case_source(wildcards))
     return inputs
 
@@ -151,11 +160,11 @@ def dataset_contrast(wildcards):
     return wildcards.dataset.split("_", 1)[1]
 
 
-def nnunet_args(contrast=TARGET, predict=False):
-    """The CLI options of a contrast's nnU-Net model; predict=True adds the prediction options."""
+def nnunet_args(contrast=TARGET, predict=False, trainer=NNUNET["trainer"]):
+    """The CLI options of an nnU-Net model of a contrast; predict=True adds the prediction options."""
     args = (
         f"--root {NNUNET_ROOT} --dataset-id {NNUNET_IDS[contrast]} --configuration {NNUNET['configuration']} "
-        f"--trainer {NNUNET['trainer']} --num-processes {NNUNET['num_processes']}"
+        f"--trainer {trainer} --num-processes {NNUNET['num_processes']}"
     )
     return args + ("" if NNUNET["mirroring"] or not predict else " --no-mirroring")
 

@@ -38,6 +38,7 @@ rule preprocess:
         images=[f"{PRE}/{c}.nii.gz" for c in CONTRASTS],
         normalised=[f"{PRE}/{c}_norm.nii.gz" for c in CONTRASTS],
         mask=f"{PRE}/brainmask.nii.gz",
+        templates=[f"{PRE}/template.nii.gz"] if TEMPLATE_REGISTERED else [],
         labels=f"{PRE}/labels.nii.gz",
         qc=f"{PRE}/qc.json",
     params:

@@ -60,7 +60,7 @@ rule benchmark_sampling:
         target=normalised(SPLIT.test[0], TARGET),
         mask=preprocessed(SPLIT.test[0], "brainmask"),
         labels=preprocessed(SPLIT.test[0], "labels"),
-        nnunet=NNUNET_MODEL,
+        nnunet=nnunet_model(NNUNET_DATASET),
     output:
         "results/benchmarks/sampling.csv",
     params:

@@ -77,6 +77,7 @@ rule tables:
         long="results/tables/metrics_long.csv",
         summary="results/tables/summary.csv",
         markdown=report("results/tables/summary.md", caption="../report/summary.rst", category="Results"),
+        verdict=report("results/tables/verdict.md", caption="../report/verdict.rst", category="Results"),
     params:
         out_dir=lambda wildcards, output: Path(output.long).parent,
     threads: 1

@@ -55,47 +55,52 @@ rule nnunet_train:
     input:
         f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/nnUNetPlans.json",
     output:
-        nnunet_model("{dataset}"),
+        nnunet_model("{dataset}", "{trainer}"),
     params:
-        nnunet=lambda w: nnunet_args(dataset_contrast(w)),
+        nnunet=lambda w: nnunet_args(dataset_contrast(w), trainer=w.trainer),
     threads: 2
     resources:
         mem_mb=12000,
         runtime=1440,
         gpu=1,
     log:
-        "logs/nnunet_train/{dataset}.log",
+        "logs/nnunet_train/{dataset}/{trainer}.log",
     benchmark:
-        "benchmarks/nnunet_train/{dataset}.tsv"
+        "benchmarks/nnunet_train/{dataset}/{trainer}.tsv"
     conda:
         "../../envs/segmentation.yaml"
     shell:
         "midiffusion nnunet-train {params.nnunet} > {log} 2>&1"
 
 
-# One nnU-Net process segments every method's volumes: the model is loaded once.
-rule nnunet_predict:
-    input:
-        model=NNUNET_MODEL,
-        images=[image for m in METHODS_RUN for image, _ in method_cases(m)],
-    output:
-        [segmentation for m in METHODS_RUN for _, segmentation in method_cases(m)],
-    params:
-        nnunet=nnunet_args(predict=True),
-        cases=" ".join(f"--case {image} {segmentation}" for m in METHODS_RUN for image, segmentation in method_cases(m)),
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
-    log:
-        "logs/nnunet_predict.log",
-    benchmark:
-        "benchmarks/nnunet_predict.tsv"
-    conda:
-        "../../envs/segmentation.yaml"
-    shell:
-        "midiffusion nnunet-predict {params.nnunet} {params.cases} > {log} 2>&1"
+# Per segmenter, one nnU-Net process segments the images of every method it reads: the model is
+# loaded once. (One rule per segmenter: the list of outputs differs from one to the next.)
+for segmenter in SEGMENTERS_RUN:
+
+    rule:
+        name:
+            f"nnunet_predict_{segmenter}"
+        input:
+            model=nnunet_model(NNUNET_DATASET, TRAINERS[segmenter]),
+            images=[image for image, _ in segmenter_cases(segmenter)],
+        output:
+            [segmentation for _, segmentation in segmenter_cases(segmenter)],
+        params:
+            nnunet=nnunet_args(predict=True, trainer=TRAINERS[segmenter]),
+            cases=" ".join(f"--case {image} {segmentation}" for image, segmentation in segmenter_cases(segmenter)),
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=120,
+            gpu=1,
+        log:
+            f"logs/nnunet_predict/{segmenter}.log",
+        benchmark:
+            f"benchmarks/nnunet_predict/{segmenter}.tsv"
+        conda:
+            "../../envs/segmentation.yaml"
+        shell:
+            "midiffusion nnunet-predict {params.nnunet} {params.cases} > {log} 2>&1"
 
 
 # The supervised bound: each source contrast segmented by an nnU-Net trained on that contrast, with
