@@ -4,8 +4,8 @@ A schedule is a mixin that any trainer takes, listed first: `class X(QuickSchedu
 Like nnU-Net's own `nnUNetTrainer_5epochs` it sets the training length in the constructor (and skips
 the pointless final validation of fold "all"); everything else (network, loss, augmentation) is the
 recipe's. Names follow nnU-Net's `nnUNetTrainer<RECIPE><SCHEDULE>`: the rivals of a target trainer
-`nnUNetTrainer<SUFFIX>` are `nnUNetTrainerDA5<SUFFIX>` and `nnUNetTrainerDomainRand<SUFFIX>`, so
-they get the target's budget by name. nnU-Net names the results folder after the class, so a trained
+`nnUNetTrainer<SUFFIX>` are `nnUNetTrainerDA5<SUFFIX>` and `nnUNetTrainerDomainRand<SUFFIX>`
+(`midiffusion.methods.trainer_name`), so they get the target's budget by name. nnU-Net names the results folder after the class, so a trained
 model says how it was trained.
 """
 
