@@ -64,7 +64,7 @@ wildcard_constraints:
     source="|".join(SOURCES),
     method="|".join(re.escape(m) for m in METHODS),
     producer="|".join(PRODUCERS),
-    trainer="|".join(TRAINERS.values()),
+    trainer="|".join({NNUNET["trainer"], *TRAINERS.values()}),  # the supervised bound uses the target's
     dataset="|".join(NNUNET_DATASETS.values()),
     case=f"sub-[A-Za-z0-9]+(_({'|'.join(SOURCES)}))?",
 
