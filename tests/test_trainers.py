@@ -16,14 +16,21 @@ from midiffusion.nnunet_trainers.nnUNetTrainerDomainRand import LabelsToImageTra
 from midiffusion.methods import trainer_name
 from midiffusion.segment import TRAINERS_DIR
 
-TARGETS = ["nnUNetTrainer", "nnUNetTrainer_midiffusion_ci", "nnUNetTrainer_midiffusion_quick"]
+TARGETS = [
+    "nnUNetTrainer",
+    "nnUNetTrainer_midiffusion_ci",
+    "nnUNetTrainer_midiffusion_quick",
+    "nnUNetTrainer_midiffusion_long",
+]
 RIVALS = ["strong_aug", "domain_rand"]  # the segmenters whose trainers the workflow names from the target's
 NEW_TRAINERS = [
     "nnUNetTrainerDA5_midiffusion_ci",
     "nnUNetTrainerDA5_midiffusion_quick",
+    "nnUNetTrainerDA5_midiffusion_long",
     "nnUNetTrainerDomainRand",
     "nnUNetTrainerDomainRand_midiffusion_ci",
     "nnUNetTrainerDomainRand_midiffusion_quick",
+    "nnUNetTrainerDomainRand_midiffusion_long",
 ]
 
 
@@ -91,6 +98,7 @@ def test_domain_rand_synthesises_first_then_runs_nnunets_own_augmentation():
 def test_the_short_schedules_keep_their_numbers():
     assert _schedule(short.nnUNetTrainer_midiffusion_ci) == (2, 4, 2, None)
     assert _schedule(short.nnUNetTrainer_midiffusion_quick) == (20, 15, 2, 8)
+    assert _schedule(short.nnUNetTrainer_midiffusion_long) == (100, 15, 2, 8)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -74,12 +74,25 @@ class QuickSchedule(ShortSchedule):
     max_batch_size = 8
 
 
+class LongSchedule(QuickSchedule):
+    """Five times the quick schedule: 100 epochs of 15 batches of 8 (~25 minutes on a 2-core CPU).
+
+    For recipes that learn slowly, domain randomisation above all: it shows what a longer budget buys.
+    """
+
+    epochs = 100
+
+
 class nnUNetTrainer_midiffusion_ci(CISchedule, nnUNetTrainer):
     """nnU-Net's standard recipe on the CI schedule."""
 
 
 class nnUNetTrainer_midiffusion_quick(QuickSchedule, nnUNetTrainer):
     """nnU-Net's standard recipe on the quick schedule."""
+
+
+class nnUNetTrainer_midiffusion_long(LongSchedule, nnUNetTrainer):
+    """nnU-Net's standard recipe on the long schedule."""
 
 
 # DA5 (nnU-Net's heavy augmentation) is taken as it is: only the schedule changes.
@@ -91,9 +104,17 @@ class nnUNetTrainerDA5_midiffusion_quick(QuickSchedule, nnUNetTrainerDA5):
     """nnU-Net's DA5 recipe on the quick schedule."""
 
 
+class nnUNetTrainerDA5_midiffusion_long(LongSchedule, nnUNetTrainerDA5):
+    """nnU-Net's DA5 recipe on the long schedule."""
+
+
 class nnUNetTrainerDomainRand_midiffusion_ci(CISchedule, nnUNetTrainerDomainRand):
     """SynthSeg-style domain randomisation on the CI schedule."""
 
 
 class nnUNetTrainerDomainRand_midiffusion_quick(QuickSchedule, nnUNetTrainerDomainRand):
     """SynthSeg-style domain randomisation on the quick schedule."""
+
+
+class nnUNetTrainerDomainRand_midiffusion_long(LongSchedule, nnUNetTrainerDomainRand):
+    """SynthSeg-style domain randomisation on the long schedule."""
