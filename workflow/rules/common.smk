@@ -8,7 +8,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from midiffusion.cohort import find_subjects, phantom_subjects, split_subjects
+from midiffusion.cohort import checked_cohort, find_subjects, phantom_subjects, split_subjects
 from midiffusion.config import check_config
 from midiffusion.layout import bids_image, nnunet_model_dir
 from midiffusion.methods import METHODS, PRODUCERS, case_name, producers, trainer_name
@@ -32,9 +32,13 @@ if PHANTOM:
     ALL_SUBJECTS = phantom_subjects(config["phantom"]["n_subjects"])
     IMAGES = {s: {c: bids_image(DATA["root"], s, c) for c in CONTRASTS} for s in ALL_SUBJECTS}
 else:
-    COHORT = find_subjects(DATA["layout"], DATA["root"], CONTRASTS)
-    if COHORT.skipped:
-        print(f"Warning: {COHORT.skipped_message(DATA['root'])}", file=sys.stderr)
+    # Every image is opened now, before any job: all bad files are listed at once (verdicts cached).
+    FOUND = find_subjects(DATA["layout"], DATA["root"], CONTRASTS)
+    COHORT = checked_cohort(
+        FOUND, CONTRASTS, DATA["exclude"], DATA["bad_subjects"], cache="results/cohort/image_checks.json"
+    )
+    for note in COHORT.notes:
+        print(note, file=sys.stderr)
     IMAGES = COHORT.images
     ALL_SUBJECTS = sorted(IMAGES)
 check_config(config, ALL_SUBJECTS)  # every typed section, before any job: a bad value names its key
