@@ -151,16 +151,16 @@ def test_ixi_folder_plans_every_complete_subject(tmp_path):
 
     data = tmp_path / "IXI"
     for subject in ["002-Guys-0828", "012-HH-1211", "013-HH-1212", "014-HH-1236"]:
-        for contrast in ["T1", "T2", "PD"]:
-            save_volume(data / f"IXI{subject}-{contrast}.nii.gz", np.ones((4, 4, 4)), np.eye(4))
+        for contrast in ["T1", "T2", "PD"]:  # 4 voxels of 32 mm: a head-sized field of view
+            save_volume(data / f"IXI{subject}-{contrast}.nii.gz", np.ones((4, 4, 4)), np.diag([32, 32, 32, 1]))
     (data / "IXI014-HH-1236-PD.nii.gz").unlink()
     config = yaml.safe_load((ROOT / "config" / "ixi.yaml").read_text())
-    config["data"]["root"] = str(data)
+    config["data"].update(root=str(data), bad_subjects="skip")
     config["split"]["n_test"] = 1
     configfile = tmp_path / "ixi.yaml"
     configfile.write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "--dry-run", configfile=configfile)
-    assert "'014': ['PDw']" in result.stderr + result.stdout
+    assert f"subject 014: {data}: no PDw image" in result.stderr + result.stdout
     planned = result.stdout
     assert "preprocess" in planned and "cohort" not in planned.split("Job stats")[1].split("Reasons")[0]
     for subject in ("002", "012", "013"):
