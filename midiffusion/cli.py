@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import default
+from .config import default, defaults, schema
 from .io import InputError
 from .methods import PRODUCERS, producers
 
@@ -92,6 +92,26 @@ def cmd_translate(args: argparse.Namespace) -> None:
         args.model, args.mask, args.out, source_path=args.source, guided=PRODUCERS[args.method].guided,
         config=config, std_path=args.std, device=args.device,
     )
+
+
+def cmd_translate_scan(args: argparse.Namespace) -> None:
+    from .config import SamplingConfig
+    from .scan import translate_scan
+
+    config = SamplingConfig.from_dict({key: getattr(args, key) for key in defaults("sampling")})
+    out = translate_scan(
+        args.model, args.source, args.out, std_path=args.std, contrast=args.contrast, config=config,
+        voxel_mm=args.voxel_mm, use_n4=not args.no_n4, percentiles=tuple(args.percentiles), device=args.device,
+    )
+    print(out if args.std is None else f"{out}, {args.std}")
+
+
+def cmd_segment_scan(args: argparse.Namespace) -> None:
+    from .scan import segment_scan
+
+    print(segment_scan(args.image, args.out, _nnunet_dirs(args), args.dataset_id, configuration=args.configuration,
+                       trainer=args.trainer, device=args.device, num_processes=args.num_processes,
+                       mirroring=args.mirroring))
 
 
 def cmd_benchmark_sampling(args: argparse.Namespace) -> None:
@@ -190,14 +210,22 @@ def cmd_figure(args: argparse.Namespace) -> None:
     make_figure(args.kind, args.inputs, args.out, subject=args.subject)
 
 
-def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, device: bool = True) -> None:
-    parser.add_argument("--root", type=Path, required=required, help="folder holding nnUNet_raw/_preprocessed/_results")
-    parser.add_argument("--dataset-id", type=int, required=required)
-    parser.add_argument("--configuration", default="2d")
-    parser.add_argument("--trainer", default="nnUNetTrainer")
+def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, device: bool = True,
+                       workflow_defaults: bool = False) -> None:
+    """The options that name a trained nnU-Net. workflow_defaults: they default to the workflow's model
+    (its nnU-Net root, workflow/rules/common.smk, and config section nnunet), so none is needed."""
+    settings = {"dataset_id": None, "configuration": "2d", "trainer": "nnUNetTrainer", "num_processes": 2}
+    root = None
+    if workflow_defaults:
+        settings, root, required = defaults("nnunet"), Path("results/nnunet"), False
+    parser.add_argument("--root", type=Path, required=required, default=root,
+                        help="folder holding nnUNet_raw/_preprocessed/_results")
+    parser.add_argument("--dataset-id", type=int, required=required, default=settings["dataset_id"])
+    parser.add_argument("--configuration", default=settings["configuration"])
+    parser.add_argument("--trainer", default=settings["trainer"])
     if device:
         parser.add_argument("--device", default="auto")
-    parser.add_argument("--num-processes", type=int, default=2)
+    parser.add_argument("--num-processes", type=int, default=settings["num_processes"])
 
 
 def _add_contrast_dice_options(parser: argparse.ArgumentParser, case_files: tuple[str, ...]) -> None:
@@ -208,9 +236,23 @@ def _add_contrast_dice_options(parser: argparse.ArgumentParser, case_files: tupl
     parser.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
 
 
-def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-mirroring", dest="mirroring", action="store_false",
-                        help="no test-time mirroring: 4x fewer forward passes in 2d, slightly lower Dice")
+def _add_prediction_options(parser: argparse.ArgumentParser, mirroring: bool = True) -> None:
+    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=mirroring,
+                        help="test-time mirroring: 4x the forward passes in 2d for a slightly higher Dice")
+
+
+ARGUMENT_TYPES = {"integer": int, "number": float, "string": str}
+
+
+def _add_section_options(parser: argparse.ArgumentParser, section: str) -> None:
+    """One --key option per key of a config section, with the schema's default, choices and description."""
+    for key, spec in schema()["properties"][section]["properties"].items():
+        flag, text = "--" + key.replace("_", "-"), spec.get("description")
+        if spec["type"] == "boolean":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec["default"], help=text)
+        else:
+            parser.add_argument(flag, type=ARGUMENT_TYPES[spec["type"]], choices=spec.get("enum"),
+                                default=spec["default"], help=text)
 
 
 class _Commands:
@@ -270,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="midiffusion", choices=producers("diffusion"))
     p.add_argument("--options", default="{}", help="JSON object of sampling settings (config section sampling)")
     p.add_argument("--device", default="auto")
+
+    p = commands.add("translate-scan", "translate one raw scan: N4, brain extraction, normalisation, diffusion",
+                     cmd_translate_scan, user=True)
+    p.add_argument("--model", type=Path, required=True, help="a trained model, e.g. results/diffusion/model.pt")
+    p.add_argument("--source", type=Path, required=True, help="the raw source-contrast scan (NIfTI)")
+    p.add_argument("--out", type=Path, required=True, help="the translation, on the source's grid")
+    p.add_argument("--std", type=Path, help="also write the voxelwise sd over samples (needs --n-samples > 1)")
+    p.add_argument("--contrast", choices=list(schema()["definitions"]["contrast"]["enum"]),
+                   help="the source's contrast (default: the file name's suffix, e.g. _T2w.nii.gz)")
+    p.add_argument("--voxel-mm", type=float, default=default("phantom", "voxel_mm"),
+                   help="voxel size the model was trained at (the default run's phantoms: phantom.voxel_mm)")
+    p.add_argument("--no-n4", action="store_true")
+    p.add_argument("--percentiles", type=float, nargs=2, default=list(default("preprocess", "percentiles")))
+    p.add_argument("--device", default="auto")
+    _add_section_options(p.add_argument_group("sampling (config section sampling)"), "sampling")
+
+    p = commands.add("segment-scan", "segment one image (e.g. translate-scan's) with the trained nnU-Net",
+                     cmd_segment_scan, user=True)
+    p.add_argument("--image", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the labels (0..3), on the image's grid")
+    _add_nnunet_common(p, workflow_defaults=True)
+    _add_prediction_options(p, mirroring=default("nnunet", "mirroring"))
 
     p = commands.add("nnunet-predict", "segment volumes with a trained nnU-Net", cmd_nnunet_predict, user=True)
     _add_nnunet_common(p)

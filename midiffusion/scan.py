@@ -1,0 +1,130 @@
+"""One scan, no workflow: translate a single source-contrast image with a trained diffusion model, and
+segment one image with a trained nnU-Net, each written back on its input's own grid (docs/scan.md).
+
+Translation chains the workflow's own pieces: the input is resampled onto an RAS-aligned isotropic
+grid at the voxel size the model was trained on (the workflow's target images are RAS, so that axis 2
+is axial), then N4 and brain extraction and normalisation as preprocess.preprocess_subject does them
+(brain extraction registers a reference head of the source's own contrast: a single scan has no
+target image), then translate.translate_volume, and the result is resampled back onto the input grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+
+import ants
+import numpy as np
+from nibabel.processing import vox2out_vox
+
+from .config import SamplingConfig, default, schema
+from .io import InputError, Volume, check_mask, load_volume, save_volume
+from .layout import BACKGROUND
+from .model import load_model
+from .preprocess import _to_ants, extract_brain, n4, normalise
+from .segment import Device, NnunetDirs, model_folder, segment_volumes
+from .translate import translate_volume
+
+log = logging.getLogger(__name__)
+
+
+def scan_contrast(path: Path, contrast: str | None = None) -> str:
+    """The given contrast, else the BIDS-like suffix of the file name (my_T2w.nii.gz -> T2w)."""
+    contrasts = schema()["definitions"]["contrast"]["enum"]
+    if contrast is None:
+        found = re.search(r"_(" + "|".join(contrasts) + r")\.nii(\.gz)?$", Path(path).name)
+        if found is None:
+            raise InputError(f"{path}: name the source contrast with --contrast ({', '.join(contrasts)}); "
+                             "the file name does not end in _<contrast>.nii.gz")
+        contrast = found.group(1)
+    if contrast not in contrasts:
+        raise InputError(f"contrast: expected one of {contrasts}, got {contrast!r}")
+    return contrast
+
+
+def working_grid(volume: Volume, voxel_mm: float) -> Volume:
+    """An empty RAS-aligned grid of isotropic `voxel_mm` voxels that holds the whole input volume."""
+    shape, affine = vox2out_vox((volume.data.shape, volume.affine), (voxel_mm,) * 3)
+    return Volume(np.zeros(shape, np.float32), affine)
+
+
+def resample(volume: Volume, grid: Volume) -> np.ndarray:
+    """`volume` resampled (linear) onto the grid of `grid`; 0 where it does not reach."""
+    moving, target = _to_ants(volume.data, volume.affine), _to_ants(grid.data, grid.affine)
+    return ants.resample_image_to_target(moving, target, interp_type="linear").numpy()
+
+
+def translate_scan(
+    model_path: Path,
+    source_path: Path,
+    out_path: Path,
+    *,
+    std_path: Path | None = None,
+    contrast: str | None = None,
+    config: SamplingConfig = SamplingConfig(),
+    voxel_mm: float = default("phantom", "voxel_mm"),
+    use_n4: bool = default("preprocess", "n4"),
+    percentiles: tuple[float, float] = default("preprocess", "percentiles"),
+    device: str = "auto",
+) -> Path:
+    """Translate one raw source-contrast scan into the model's target contrast; return out_path.
+
+    out_path: the mean over config.n_samples samples on the input's grid (its shape and affine), on
+    the workflow's normalised scale [-1, 1], BACKGROUND (-1) outside the brain. std_path (needs
+    n_samples > 1): the voxelwise standard deviation over the samples, 0 outside the brain.
+    Every input is checked before any compute: the image (io.load_volume), the contrast, the model file.
+    `voxel_mm`: the voxel size of the volumes the model was trained on (the default run's phantoms).
+    """
+    source = load_volume(source_path)
+    contrast = scan_contrast(source_path, contrast)
+    if std_path is not None and config.n_samples < 2:
+        raise InputError(f"--std: a standard deviation needs n_samples > 1, got {config.n_samples}")
+    load_model(model_path, device)  # its InputError now, not after minutes of preprocessing
+    grid = working_grid(source, voxel_mm)
+    image = _to_ants(resample(source, grid), grid.affine)
+    if use_n4:
+        log.info("%s: N4 bias field correction", source_path)
+        image = n4(image)
+    log.info("%s: brain extraction (registering the %s reference head)", source_path, contrast)
+    mask = check_mask(extract_brain(image, contrast, voxel_mm).mask, source_path)
+    with tempfile.TemporaryDirectory(prefix="midiffusion-scan-") as tmp:
+        # the source keeps its file name, which the progress bar shows
+        work_source = save_volume(Path(tmp) / Path(source_path).name,
+                                  normalise(image.numpy(), mask, percentiles), grid.affine)
+        work_mask = save_volume(Path(tmp) / "brainmask.nii.gz", mask, grid.affine, dtype=np.uint8)
+        work_std = Path(tmp) / "std.nii.gz" if std_path is not None else None
+        work_mean = translate_volume(model_path, work_mask, Path(tmp) / "mean.nii.gz", source_path=work_source,
+                                     config=config, std_path=work_std, device=device)
+        inside = resample(Volume(mask.astype(np.float32), grid.affine), source) > 0.5
+        if work_std is not None:
+            save_volume(std_path, _on_input(work_std, source, inside, 0.0), source.affine)
+        return save_volume(out_path, _on_input(work_mean, source, inside, BACKGROUND), source.affine)
+
+
+def _on_input(path: Path, source: Volume, inside: np.ndarray, outside: float) -> np.ndarray:
+    """The working-grid volume at `path` on the source's grid, `outside` outside the brain."""
+    return np.where(inside, resample(load_volume(path), source), outside)
+
+
+def segment_scan(
+    image_path: Path,
+    out_path: Path,
+    dirs: NnunetDirs,
+    dataset_id: int = default("nnunet", "dataset_id"),
+    *,
+    configuration: str = default("nnunet", "configuration"),
+    trainer: str = default("nnunet", "trainer"),
+    device: Device = "auto",
+    num_processes: int = default("nnunet", "num_processes"),
+    mirroring: bool = default("nnunet", "mirroring"),
+) -> Path:
+    """Segment one image (e.g. translate_scan's output) with a trained nnU-Net; labels 0..3 on its grid."""
+    folder = model_folder(dirs, dataset_id, configuration, trainer)  # InputError when the dataset is missing
+    if not folder.is_dir():
+        trained = sorted(p.name for p in folder.parent.iterdir() if p.is_dir())
+        raise InputError(f"{folder}: no trained nnU-Net model for trainer {trainer} ({configuration}); "
+                         f"{folder.parent} holds {trained}")
+    return segment_volumes(dirs, dataset_id, [(Path(image_path), Path(out_path))], configuration=configuration,
+                           trainer=trainer, device=device, num_processes=num_processes, mirroring=mirroring)[0]
