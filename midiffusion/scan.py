@@ -90,8 +90,8 @@ def translate_scan(
     log.info("%s: brain extraction (registering the %s reference head)", source_path, contrast)
     mask = check_mask(extract_brain(image, contrast, voxel_mm).mask, source_path)
     with tempfile.TemporaryDirectory(prefix="midiffusion-scan-") as tmp:
-        # the source keeps its file name, which the progress bar shows
-        work_source = save_volume(Path(tmp) / Path(source_path).name,
+        # the source keeps its file name, which the progress bar shows, in a folder of its own
+        work_source = save_volume(Path(tmp) / "source" / Path(source_path).name,
                                   normalise(image.numpy(), mask, percentiles), grid.affine)
         work_mask = save_volume(Path(tmp) / "brainmask.nii.gz", mask, grid.affine, dtype=np.uint8)
         work_std = Path(tmp) / "std.nii.gz" if std_path is not None else None
@@ -123,7 +123,7 @@ def segment_scan(
     """Segment one image (e.g. translate_scan's output) with a trained nnU-Net; labels 0..3 on its grid."""
     folder = model_folder(dirs, dataset_id, configuration, trainer)  # InputError when the dataset is missing
     if not folder.is_dir():
-        trained = sorted(p.name for p in folder.parent.iterdir() if p.is_dir())
+        trained = sorted(p.name for p in folder.parent.glob("*__*"))
         raise InputError(f"{folder}: no trained nnU-Net model for trainer {trainer} ({configuration}); "
                          f"{folder.parent} holds {trained}")
     return segment_volumes(dirs, dataset_id, [(Path(image_path), Path(out_path))], configuration=configuration,
