@@ -18,7 +18,6 @@ from typing import Callable, Iterable, Literal
 
 import nibabel as nib
 import numpy as np
-from tqdm import tqdm
 
 from .io import InputError, load_volume, read_json, write_json
 
@@ -152,11 +151,18 @@ def check_images(paths: list[Path], cache: str | Path) -> dict[Path, str | None]
     keys = {path: str(path.resolve()) for path in paths}
     verdicts = {keys[p]: cached[keys[p]] for p in paths if keys[p] in cached and cached[keys[p]]["stamp"] == _stamp(p)}
     stale = [path for path in paths if keys[path] not in verdicts]
-    for path in tqdm(stale, desc="Checking images", unit="image", file=sys.stderr, disable=not stale):
+    for done, path in enumerate(stale, 1):
         verdicts[keys[path]] = {"stamp": _stamp(path), "problem": image_problem(path)}
+        _report_progress(done, len(stale))
     if verdicts != cached:
         write_json(cache, {"checks": CHECKS, "images": verdicts})
     return {path: verdicts[keys[path]]["problem"] for path in paths}
+
+
+def _report_progress(done: int, total: int) -> None:
+    """A line on stderr at every tenth of the images (not tqdm: the workflow's own env has only the core)."""
+    if done == total or done % max(1, total // 10) == 0:
+        print(f"Checking images: {done}/{total}", file=sys.stderr, flush=True)
 
 
 def _cached_verdicts(cache: Path) -> dict[str, dict]:

@@ -4,6 +4,7 @@ Inference imports this module, never the training loop."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def load_model(path: Path, device: str | torch.device = "auto") -> LoadedModel:
         state = torch.load(path, map_location=device, weights_only=True)
         # Keys added since the file was written take their defaults, which keep the old behaviour.
         config = DiffusionConfig.from_dict(state["config"])
-    except (RuntimeError, KeyError, TypeError) as error:
+    except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
         raise InputError(f"{path}: not a midiffusion model file ({error})") from None
     model = build_model(config).to(device)
     model.load_state_dict(state["model"])
