@@ -8,12 +8,17 @@ samples of the other image around p + d; their joint intensity distribution is a
 kernel) soft histogram, and LMI(p) is the largest normalised MI over the offsets d of a
 window x window search window.
 
-How it is computed (no loop over pixels): the Parzen weights w_j of every pixel are computed once
-per image, (N, bins, H, W). For one offset d the joint histogram at every pixel is the patch mean
-(a box filter) of the outer product w_j(a)(x) w_k(b)(x + d), so each offset costs bins^2 products,
-a separable box sum and bins^2 x log x per pixel. The anchor's marginal entropy does not depend
-on d, the other image's marginal entropy for offset d is a shift of one map, and the joint's
-marginals are the images' own marginals (weights sum to 1), so MI = H_a + H_b - H_ab.
+How it is computed (no loop over pixels): the Parzen weights of every pixel are computed once per
+image, (N, bins, H, W). The joint histogram of pixel p and offset d is the patch mean of the outer
+products w(a)(p + u) w(b)(p + d + u)^T over the patch's samples u: the matrix product A_p^T B_(p+d)
+of the (patch^2, bins) matrices that hold the two patches' weights. So one batched matrix product
+(torch.bmm: BLAS, every cell written once) per chunk of pixels gives the joints of all their
+offsets, then bins^2 x log x per pixel and offset. The anchor's marginal entropy does not depend on
+d, the other image's marginal entropy for offset d is a shift of one map, and the joint's marginals
+are the images' own marginals (weights sum to 1), so MI = H_a + H_b - H_ab.
+The cost is bins^2 per pixel and offset whatever the intensities, since the weights are floored
+(_floored_weights): no subnormal floats, which are ~100x slower on CPUs, so uniform noise costs
+what a brain slice with its empty bins costs.
 """
 
 from __future__ import annotations
@@ -27,12 +32,11 @@ from midiffusion.io import InputError
 
 DEFAULT_BINS = 8
 DEFAULT_SIGMA = 0.07
-# Budget for the per-chunk (N, bins, bins, rows, W) temporaries when chunk_rows=None. On an idle
-# 2-core CPU 16-row chunks (cache-sized) were 20% faster than whole 128 x 128 images, but on a busy
-# one 1.7x slower: every op's OpenMP barrier can wait for a descheduled thread, so fewer, bigger
-# ops win there. On a GPU big chunks mean fewer kernel launches, which dominate at these sizes.
-_CPU_CHUNK_BUDGET_BYTES = 32 * 2**20
-_GPU_CHUNK_BUDGET_BYTES = 256 * 2**20
+# Memory budgets (bytes) when chunk_rows=None, each for one of: the two per-chunk buffers (the joints
+# and their logs) and the patch matrices of one group of images. Fewer, bigger ops win on a busy CPU
+# (every op's OpenMP barrier can wait for a descheduled thread) and on a GPU (fewer kernel launches).
+_CPU_BUDGET_BYTES = 32 * 2**20
+_GPU_BUDGET_BYTES = 512 * 2**20
 _FLAT_EPS = 1e-12
 
 
@@ -69,12 +73,21 @@ def _box_sum(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _entropy(p: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Shannon entropy (nats) of distributions p summed over `dims` (kept).
+    """Shannon entropy (nats) of distributions p > 0 (from floored weights) summed over `dims` (kept)."""
+    return -(p.log() * p).sum(dim=dims, keepdim=True)
 
-    Flooring p at the dtype's tiny makes 0 log 0 = 0 and is exact otherwise; measured 2-3x faster
-    on CPU than torch.special.entr, and this is the layer's most expensive step.
+
+def _floored_weights(x: torch.Tensor, bins: int, sigma: float, patch: int) -> torch.Tensor:
+    """parzen_weights floored at f = patch * sqrt(tiny) (tiny: the dtype's smallest normal float).
+
+    Then every product in a joint, (weight / patch^2) x weight >= tiny, and every cell is a normal
+    float > 0: far-off bins whose Gaussian weights are subnormal or 0 cost like any other (subnormal
+    arithmetic is ~100x slower on x86 CPUs), and no log sees 0. Each weight moves by at most f
+    (3e-19 in float32, 4e-154 in float64 for patch 3), each histogram cell by at most 3f, so each
+    entropy by at most bins^2 * 3f * (1 + |ln 3f|) < 1e-12 for bins <= 100: below float32's own
+    rounding of the entropies (~1e-7) and far below the tests' 1e-5.
     """
-    return -p.clamp_min(torch.finfo(p.dtype).tiny).log_().mul_(p).sum(dim=dims, keepdim=True)
+    return parzen_weights(x, bins, sigma).clamp_min_(patch * math.sqrt(torch.finfo(x.dtype).tiny))
 
 
 def _check(
@@ -98,39 +111,54 @@ def _check(
         raise InputError(f"chunk_rows: expected a positive number of rows or None, got {chunk_rows}")
 
 
-def _auto_chunk_rows(n: int, bins: int, height: int, width: int, itemsize: int, device: torch.device) -> int:
-    per_row = 4 * n * bins * bins * width * itemsize  # product, row sums, joint, its x log x
-    budget = _CPU_CHUNK_BUDGET_BYTES if device.type == "cpu" else _GPU_CHUNK_BUDGET_BYTES
-    chunks = math.ceil(height / max(1, budget // per_row))
-    return math.ceil(height / chunks)  # equal chunks: no tiny last chunk paying the per-op overhead
+def _budget(device: torch.device) -> int:
+    return _CPU_BUDGET_BYTES if device.type == "cpu" else _GPU_BUDGET_BYTES
 
 
-def _lmi_rows(
-    wa: torch.Tensor, wb: torch.Tensor, h_a: torch.Tensor, h_b: torch.Tensor,
-    rows: slice, patch: int, window: int,
-) -> torch.Tensor:
-    """LMI for output rows `rows` (all columns); see local_mutual_information for the operands.
+def _auto_chunk_rows(grid_rows: int, row_bytes: int, budget: int) -> int:
+    chunks = math.ceil(grid_rows / max(1, budget // row_bytes))
+    return math.ceil(grid_rows / chunks)  # equal chunks: no tiny last chunk paying the per-op overhead
 
-    wa: (N, B, H + 2rp, W + 2rp) anchor weights already divided by patch^2 (so box sums are means),
-    wb: (N, B, H + 2rp + 2rw, ...) other weights, h_a: (N, 1, H, W), h_b: (N, 1, H + 2rw, W + 2rw).
+
+def _patch_matrices(w: torch.Tensor, patch: int, stack: int) -> torch.Tensor:
+    """The weights of the patch x patch samples around pixels, one (patch^2, B) matrix per pixel.
+
+    w: (N, B, Y + patch + stack - 2, X + patch - 1) -> contiguous (N * Y * X, stack, patch^2, B):
+    for grid pixel (y, x) (row-major) the matrices of the patches centred at (y + i, x), i < stack.
     """
-    rp, rw = patch // 2, window // 2
-    width = h_a.shape[-1]
-    r0, r1 = rows.start, rows.stop
-    wa_rows = wa[:, :, None, r0 : r1 + 2 * rp]  # (N, B, 1, h + 2rp, W + 2rp)
-    ha = h_a[..., r0:r1, :]
-    best = torch.zeros_like(ha)
-    for dy in range(window):
-        for dx in range(window):
-            wb_rows = wb[:, None, :, r0 + dy : r1 + dy + 2 * rp, dx : dx + width + 2 * rp]
-            joint = _box_sum(wa_rows * wb_rows, patch)  # (N, B, B, h, W)
-            h_ab = _entropy(joint, (1, 2))[:, 0]
-            hb = h_b[..., r0 + dy : r1 + dy, dx : dx + width]
-            total = ha + hb
-            nmi = 2 * (total - h_ab) / total.clamp_min(_FLAT_EPS)
-            nmi = torch.where(total < _FLAT_EPS, torch.zeros_like(nmi), nmi)
-            best = torch.maximum(best, nmi)
-    return best.clamp_(0, 1)
+    # Channels last first, so that the copy moves runs of B weights (10x faster than from w).
+    pixels = w.permute(0, 2, 3, 1).contiguous().unfold(1, stack, 1).unfold(1, patch, 1).unfold(2, patch, 1)
+    # (N, Y, X, B, stack, patch, patch) view
+    return pixels.permute(0, 1, 2, 4, 5, 6, 3).reshape(-1, stack, patch * patch, w.shape[1])
+
+
+def _joint_x_log_x(anchor_patches: torch.Tensor, other_patches: torch.Tensor, chunk: int) -> torch.Tensor:
+    """sum J log J (= -H_ab) of the joint J of every grid pixel p and offset: (P, window, window).
+
+    anchor_patches: (G, Q, B), the anchor's patch matrices / Q on a grid of G pixels;
+    other_patches: (G, window, B, Q), the other's at p + (dy, 0), dy < window (_patch_matrices),
+    so that the offset (dy, dx) pairs p with other_patches[p + dx, dy]. The P = G - window + 1
+    pixels whose p + dx stay on the grid are taken in chunks of `chunk` pixels.
+    """
+    n_grid, window, bins, patch_area = other_patches.shape
+    n_pixels = n_grid - window + 1
+    x_log_x = anchor_patches.new_empty(n_pixels, window, window)
+    joint = anchor_patches.new_empty(min(chunk, n_pixels), window * window * bins, bins)
+    log_joint = torch.empty_like(joint)
+    # other_patches[p + dx, dy], dx < window, are consecutive: one (window^2 * B, Q) matrix per pixel,
+    # a view that overlaps the next pixel's. The product's rows: (dx, dy, the other's bin).
+    matrix_size = window * bins * patch_area
+    for start in range(0, n_pixels, chunk):
+        size = min(chunk, n_pixels - start)
+        others = other_patches.as_strided(
+            (size, window * window * bins, patch_area), (matrix_size, patch_area, 1),
+            other_patches.storage_offset() + start * matrix_size,
+        )
+        cells, logs = joint[:size], log_joint[:size]
+        torch.bmm(others, anchor_patches[start : start + size], out=cells)  # J^T per (p, dx, dy)
+        torch.log(cells, out=logs).mul_(cells)
+        torch.sum(logs.view(size, window, window, bins * bins), dim=-1, out=x_log_x[start : start + size])
+    return x_log_x
 
 
 @torch.no_grad()
@@ -164,38 +192,59 @@ def local_mutual_information(
     used this pair successfully (docs/method.md, "Design decisions"). Bin centres are symmetric about
     1/2, so LMI is invariant to inverting either image's intensities (T1w vs T2w contrast).
 
-    Memory: the Parzen weights take N * bins * ((H + 2r)(W + 2r) + (H + 2r + 2s)(W + 2r + 2s))
-    elements (r = patch // 2, s = window // 2), plus about 4 * N * bins^2 * (chunk_rows + 2r) * (W + 2r)
-    elements of temporaries per row chunk. chunk_rows=None splits the rows into the fewest equal
-    chunks whose temporaries fit in a budget (at least one row each): 32 MiB on CPU, 256 MiB on a
-    GPU. The peak is then about the budget + 2 * N * bins * H * W elements: ~36 MiB on CPU for
-    N = 4, 128 x 128, float32, 8 bins (measured: peak RSS +33 MiB). Very large batches
-    (N * bins^2 * W over ~2 M elements, float32) exceed the CPU budget even at one row.
+    Memory: the images are taken in groups; per image, the padded Parzen weights, the patch matrices
+    ((1 + window) * patch^2 * bins elements per pixel of an H x (W + 2s) grid, s = window // 2: the
+    anchor's, and the other's stacked over the window's rows) and a few window^2 maps of entropies;
+    within a group, chunks of chunk_rows grid rows (the group's images stacked) hold their joints and
+    logs, 2 * window^2 * bins^2 elements per grid pixel. chunk_rows=None makes the groups as large
+    and the chunks as few and equal as fit a budget each (at least one image, one row): 32 MiB on
+    CPU, 512 MiB on a GPU. For N = 4, 128 x 128, float32 on CPU, both settings run one image per
+    group, 8 bins in chunks of 43 rows (measured: peak RSS +49 MiB), 27 bins in chunks of 4 rows
+    (+106 MiB, of which 62 MiB patch matrices).
     """
     _check(anchor, other, patch, window, bins, sigma, chunk_rows)
+    grid_pixels = anchor.shape[-2] * (anchor.shape[-1] + window - 1)
+    image_bytes = ((1 + window) * patch**2 * bins + 4 * window**2) * grid_pixels * anchor.element_size()
+    group = max(1, _budget(anchor.device) // image_bytes)
     with torch.autocast(anchor.device.type, enabled=False):
-        return _lmi(anchor, other, patch, window, bins, sigma, chunk_rows)
+        return torch.cat([
+            _lmi(anchor[first : first + group], other[first : first + group], patch, window, bins, sigma, chunk_rows)
+            for first in range(0, anchor.shape[0], group)
+        ])
 
 
 def _lmi(
     anchor: torch.Tensor, other: torch.Tensor, patch: int, window: int, bins: int, sigma: float,
     chunk_rows: int | None,
 ) -> torch.Tensor:
+    """local_mutual_information of one group of images, on a grid of H x (W + 2s) pixels.
+
+    Grid pixel (y, x) is output pixel (y, x) for x < W, padding beyond (computed, 2s / W more work,
+    and dropped): so the other's patches for the offsets (dy, 0 .. window - 1) are consecutive.
+    """
     n, _, height, width = anchor.shape
     rp, rw = patch // 2, window // 2
-    wa = parzen_weights(F.pad(anchor, [rp] * 4, mode="replicate"), bins, sigma)
-    wb = parzen_weights(F.pad(other, [rp + rw] * 4, mode="replicate"), bins, sigma)
+    grid_width = width + 2 * rw
     area = patch * patch
-    h_a = _entropy(_box_sum(wa, patch) / area, (1,))
-    h_b = _entropy(_box_sum(wb, patch) / area, (1,))
-    wa /= area  # joint = box sum of (wa / area) * wb = the patch mean of the outer product
+    wa = _floored_weights(F.pad(anchor, [rp, rp + 2 * rw, rp, rp], mode="replicate"), bins, sigma, patch)
+    wb = _floored_weights(F.pad(other, [rp + rw] * 4, mode="replicate"), bins, sigma, patch)
+    h_a = _entropy(_box_sum(wa, patch) / area, (1,))[:, 0, :, :width, None, None]  # (N, H, W, 1, 1)
+    h_b = _entropy(_box_sum(wb, patch) / area, (1,))[:, 0]  # (N, H + 2s, W + 2s)
+    h_b_at_offsets = h_b.unfold(1, height, 1).unfold(2, width, 1).permute(0, 3, 4, 2, 1)  # (N, H, W, dx, dy)
     if chunk_rows is None:
-        chunk_rows = _auto_chunk_rows(n, bins, height, width + 2 * rp, anchor.element_size(), anchor.device)
-    out = torch.empty_like(anchor)
-    for r0 in range(0, height, chunk_rows):
-        rows = slice(r0, min(r0 + chunk_rows, height))
-        out[..., rows, :] = _lmi_rows(wa, wb, h_a, h_b, rows, patch, window)
-    return out
+        row_bytes = 2 * window**2 * bins**2 * grid_width * anchor.element_size()
+        chunk_rows = _auto_chunk_rows(n * height, row_bytes, _budget(anchor.device))
+    # wa / area: the product of the patch matrices is then the patch mean of the outer products.
+    x_log_x = _joint_x_log_x(
+        _patch_matrices(wa / area, patch, 1)[:, 0],
+        _patch_matrices(wb, patch, window).transpose(-1, -2).contiguous(),
+        chunk_rows * grid_width,
+    )  # (P, dx, dy)
+    x_log_x = F.pad(x_log_x, [0, 0, 0, 0, 0, window - 1]).view(n, height, grid_width, window, window)[:, :, :width]
+    total = h_a + h_b_at_offsets
+    nmi = 2 * (total + x_log_x) / total.clamp_min(_FLAT_EPS)
+    nmi = torch.where(total < _FLAT_EPS, torch.zeros_like(nmi), nmi)
+    return nmi.amax(dim=(-2, -1)).clamp_(0, 1)[:, None]
 
 
 def lmi_condition(

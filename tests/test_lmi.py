@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from midiffusion import lmi
 from midiffusion.io import InputError
 from midiffusion.lmi import (
     DEFAULT_BINS,
@@ -109,6 +110,32 @@ def test_matches_reference(patch, window, bins, sigma, chunk_rows):
             got = local_mutual_information(a.to(dtype), b.to(dtype), patch, window, bins, sigma, chunk_rows)
             assert got.dtype == dtype
             np.testing.assert_allclose(got[0, 0].double().numpy(), expected, rtol=0, atol=1e-5)
+
+
+def test_paper_bins_match_reference():
+    """config/paper.yaml's 27 bins with sigma 0.031: far-off bins' weights underflow in float32 (floored)."""
+    pairs = [(_random((1, 1, 5, 6), 20), _random((1, 1, 5, 6), 21)), (_structured(5, 6), 1 - _structured(5, 6))]
+    for a, b in pairs:
+        expected = reference_lmi(a[0, 0].numpy(), b[0, 0].numpy(), 3, 3, 27, 0.031)
+        for dtype in (torch.float64, torch.float32):
+            got = local_mutual_information(a.to(dtype), b.to(dtype), bins=27, sigma=0.031)
+            np.testing.assert_allclose(got[0, 0].double().numpy(), expected, rtol=0, atol=1e-5)
+
+
+def test_image_groups_do_not_change_values(monkeypatch):
+    """A budget of 1 byte: every image its own group, every grid row its own chunk."""
+    a, b = _random((3, 1, 9, 7), 22), _random((3, 1, 9, 7), 23)
+    whole = local_mutual_information(a, b, bins=5)
+    monkeypatch.setattr(lmi, "_CPU_BUDGET_BYTES", 1)
+    torch.testing.assert_close(local_mutual_information(a, b, bins=5), whole, rtol=0, atol=1e-12)
+
+
+def test_floored_weights_keep_joint_cells_normal():
+    """Every product of a weight / patch^2 and a weight is a normal float, even where exp underflows."""
+    x = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float32).view(1, 1, 1, 3)
+    w = lmi._floored_weights(x, bins=27, sigma=0.031, patch=3)
+    assert (w.amin() / 9) * w.amin() >= torch.finfo(torch.float32).tiny
+    torch.testing.assert_close(w, parzen_weights(x, bins=27, sigma=0.031), rtol=0, atol=1e-18)
 
 
 def test_batch_and_chunking_do_not_change_values():
