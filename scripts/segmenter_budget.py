@@ -7,7 +7,8 @@ nnUNetTrainerDomainRand_midiffusion_long) is trained on the run's target nnU-Net
 already is, then segments every test subject's normalised images of every contrast directly (the
 target's own images too: how well the model segments the contrast it was built for). Test subjects are
 the preprocessed subjects that are not in the nnU-Net training set. Prediction without mirroring, as the
-workflow's default. Writes one row per trainer, subject and contrast (Dice per class) to --out.
+workflow's default. Writes one row per trainer, subject and contrast (Dice per class) to --out, and
+the mean per trainer and contrast beside it as Markdown (--out with .md).
 Usage: python scripts/segmenter_budget.py --trainers NAME [NAME ...] [--root results/nnunet]
 """
 
@@ -42,6 +43,13 @@ def test_subjects(dirs: NnunetDirs, dataset_id: int, preprocessed: Path) -> list
     (raw,) = dirs.raw.glob(f"Dataset{dataset_id:03d}_*")
     training = {path.name.removesuffix("_0000.nii.gz") for path in (raw / "imagesTr").glob("*_0000.nii.gz")}
     return sorted(p.name for p in preprocessed.glob("sub-*") if p.is_dir() and p.name not in training)
+
+
+def summary(table: pd.DataFrame) -> str:
+    """Mean Dice per trainer, budget and contrast, as a Markdown table."""
+    columns = [c for c in table.columns if c.startswith("dice_")]
+    means = table.groupby(["trainer", "budget", "contrast"], sort=False)[columns].mean().round(3).reset_index()
+    return means.rename(columns=lambda c: c.replace("dice_", "Dice ")).to_markdown(index=False) + "\n"
 
 
 def main() -> None:
@@ -79,6 +87,8 @@ def main() -> None:
     table = pd.DataFrame(rows).assign(date=datetime.date.today().isoformat(), machine=f"{os.cpu_count()} cpus")
     with atomic_path(args.out) as tmp_path:
         table.to_csv(tmp_path, index=False)
+    with atomic_path(args.out.with_suffix(".md")) as tmp_path:
+        tmp_path.write_text(summary(table))
 
 
 if __name__ == "__main__":
