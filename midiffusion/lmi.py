@@ -120,26 +120,26 @@ def _auto_chunk_rows(grid_rows: int, row_bytes: int, budget: int) -> int:
     return math.ceil(grid_rows / chunks)  # equal chunks: no tiny last chunk paying the per-op overhead
 
 
-def _patch_matrices(w: torch.Tensor, patch: int, stack: int) -> torch.Tensor:
-    """The weights of the patch x patch samples around pixels, one (patch^2, B) matrix per pixel.
+def _patch_matrices(w: torch.Tensor, patch: int, bins_first: bool) -> torch.Tensor:
+    """The weights of the patch x patch samples around every pixel, one matrix per pixel.
 
-    w: (N, B, Y + patch + stack - 2, X + patch - 1) -> contiguous (N * Y * X, stack, patch^2, B):
-    for grid pixel (y, x) (row-major) the matrices of the patches centred at (y + i, x), i < stack.
+    w: (N, B, Y + patch - 1, X + patch - 1) -> contiguous (N, Y, X, patch^2, B), or
+    (N, Y, X, B, patch^2) if bins_first.
     """
     # Channels last first, so that the copy moves runs of B weights (10x faster than from w).
-    pixels = w.permute(0, 2, 3, 1).contiguous().unfold(1, stack, 1).unfold(1, patch, 1).unfold(2, patch, 1)
-    # (N, Y, X, B, stack, patch, patch) view
-    return pixels.permute(0, 1, 2, 4, 5, 6, 3).reshape(-1, stack, patch * patch, w.shape[1])
+    pixels = w.permute(0, 2, 3, 1).contiguous().unfold(1, patch, 1).unfold(2, patch, 1)  # (N, Y, X, B, p, p)
+    return pixels.flatten(-2) if bins_first else pixels.permute(0, 1, 2, 4, 5, 3).flatten(3, 4)
 
 
 def _joint_x_log_x(anchor_patches: torch.Tensor, other_patches: torch.Tensor, chunk: int) -> torch.Tensor:
     """sum J log J (= -H_ab) of the joint J of every grid pixel p and offset: (P, window, window).
 
     anchor_patches: (G, Q, B), the anchor's patch matrices / Q on a grid of G pixels;
-    other_patches: (G, window, B, Q), the other's at p + (dy, 0), dy < window (_patch_matrices),
+    other_patches: (G, window, B, Q), the other's at p + (dy, 0), dy < window,
     so that the offset (dy, dx) pairs p with other_patches[p + dx, dy]. The P = G - window + 1
     pixels whose p + dx stay on the grid are taken in chunks of `chunk` pixels.
     """
+    other_patches = other_patches.contiguous()  # the views below assume its layout
     n_grid, window, bins, patch_area = other_patches.shape
     n_pixels = n_grid - window + 1
     x_log_x = anchor_patches.new_empty(n_pixels, window, window)
@@ -235,11 +235,10 @@ def _lmi(
         row_bytes = 2 * window**2 * bins**2 * grid_width * anchor.element_size()
         chunk_rows = _auto_chunk_rows(n * height, row_bytes, _budget(anchor.device))
     # wa / area: the product of the patch matrices is then the patch mean of the outer products.
-    x_log_x = _joint_x_log_x(
-        _patch_matrices(wa / area, patch, 1)[:, 0],
-        _patch_matrices(wb, patch, window).transpose(-1, -2).contiguous(),
-        chunk_rows * grid_width,
-    )  # (P, dx, dy)
+    anchor_patches = _patch_matrices(wa / area, patch, bins_first=False).flatten(0, 2)
+    # The other's patch matrices at (y + dy, x), dy < window, side by side (copies of runs of B * Q).
+    other_patches = _patch_matrices(wb, patch, bins_first=True).unfold(1, window, 1).permute(0, 1, 2, 5, 3, 4)
+    x_log_x = _joint_x_log_x(anchor_patches, other_patches.flatten(0, 2), chunk_rows * grid_width)  # (P, dx, dy)
     x_log_x = F.pad(x_log_x, [0, 0, 0, 0, 0, window - 1]).view(n, height, grid_width, window, window)[:, :, :width]
     total = h_a + h_b_at_offsets
     nmi = 2 * (total + x_log_x) / total.clamp_min(_FLAT_EPS)
