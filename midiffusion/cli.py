@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import default, defaults, schema
 from .io import InputError
-from .methods import PRODUCERS, producers
+from .methods import METHOD_ORDER, PRODUCERS, producers
 
 
 def _pairs(values: list[str], what: str) -> dict[str, Path]:
@@ -210,6 +210,20 @@ def cmd_figure(args: argparse.Namespace) -> None:
     make_figure(args.kind, args.inputs, args.out, subject=args.subject)
 
 
+def cmd_real_contrast(args: argparse.Namespace) -> None:
+    from .config import SamplingConfig
+    from .real_contrast import run_real_contrast
+
+    table = run_real_contrast(
+        args.model, _nnunet_dirs(args), args.dataset_id, args.reference, args.reference_mask, args.out_dir, args.table,
+        args.markdown, args.figure, methods=args.methods, target=args.target, trainer=args.trainer,
+        sampling=SamplingConfig.from_dict(_options(args.options)), voxel_mm=args.voxel_mm, use_n4=not args.no_n4,
+        percentiles=tuple(args.percentiles), slice_size=args.slice_size, device=args.device,
+        configuration=args.configuration, num_processes=args.num_processes, mirroring=args.mirroring,
+    )
+    print(table.to_string(index=False))
+
+
 def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, device: bool = True,
                        workflow_defaults: bool = False) -> None:
     """The options that name a trained nnU-Net. workflow_defaults: they default to the workflow's model
@@ -398,6 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentiles", type=float, nargs=2, default=list(default("preprocess", "percentiles")),
                    help="atlas_map: the template's intensity normalisation (config preprocess.percentiles)")
     p.add_argument("--out", type=Path, required=True)
+
+    p = commands.add("real-contrast", "the real ICBM152 2009c T2w template through every method, against its T1w",
+                     cmd_real_contrast, user=False)
+    p.add_argument("--model", type=Path, required=True, help="the trained diffusion model")
+    _add_nnunet_common(p, workflow_defaults=True)
+    _add_prediction_options(p, mirroring=default("nnunet", "mirroring"))
+    p.add_argument("--reference", type=Path, nargs="+", required=True, help="the training subjects' normalised targets")
+    p.add_argument("--reference-mask", type=Path, nargs="+", required=True, help="their brain masks")
+    p.add_argument("--methods", nargs="+", choices=METHOD_ORDER, default=list(METHOD_ORDER))
+    p.add_argument("--target", default=default("data", "target"), help="the models' target contrast (T1w or T2w)")
+    p.add_argument("--options", default="{}", help="JSON object of sampling settings (config section sampling)")
+    p.add_argument("--voxel-mm", type=float, default=default("phantom", "voxel_mm"),
+                   help="voxel size the models were trained at (phantom.voxel_mm)")
+    p.add_argument("--no-n4", action="store_true")
+    p.add_argument("--percentiles", type=float, nargs=2, default=list(default("preprocess", "percentiles")))
+    p.add_argument("--slice-size", type=int, default=default("slices", "size"), help="grid_ceiling: the slice grid")
+    p.add_argument("--out-dir", type=Path, required=True, help="the case, method images and segmentations")
+    p.add_argument("--table", type=Path, required=True, help="CSV, one row per method")
+    p.add_argument("--markdown", type=Path, required=True)
+    p.add_argument("--figure", type=Path, help="mid axial slice of every method's image and segmentation")
 
     p = commands.add("nnunet-export", "write the training set in nnU-Net's raw format", cmd_nnunet_export, user=False)
     _add_nnunet_common(p)
