@@ -123,10 +123,10 @@ def test_paper_bins_match_reference():
 
 
 def test_image_groups_do_not_change_values(monkeypatch):
-    """A budget of 1 byte: every image its own group, every grid row its own chunk."""
+    """Budgets of 1 byte: every image its own group, every grid row its own chunk."""
     a, b = _random((3, 1, 9, 7), 22), _random((3, 1, 9, 7), 23)
     whole = local_mutual_information(a, b, bins=5)
-    monkeypatch.setattr(lmi, "_CPU_BUDGET_BYTES", 1)
+    monkeypatch.setattr(lmi, "_CPU_BUDGET", lmi._Budget(chunk_bytes=1, group_bytes=1))
     torch.testing.assert_close(local_mutual_information(a, b, bins=5), whole, rtol=0, atol=1e-12)
 
 
