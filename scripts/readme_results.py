@@ -1,5 +1,5 @@
 """Copy the default run's Markdown tables from results/tables/ into the documents that show them, each
-between its `<!-- NAME:start -->` and `<!-- NAME:end -->` markers: README.md (summary, verdict) and docs/results.md
+between its `<!-- NAME:start -->` and `<!-- NAME:end -->` markers: README.md (summary, verdict, real_contrast) and docs/results.md
 (intensity_bound, supervised_bound, segmenter_budget). Usage: python scripts/readme_results.py [--check]
 (--check: exit 1 when a document's table differs from its results/tables file, change nothing)."""
 
@@ -11,7 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Document (relative to ROOT) -> {marker NAME: the results table copied between its markers}.
 DOCUMENTS = {
-    "README.md": {"summary": "results/tables/summary.md", "verdict": "results/tables/verdict.md"},
+    "README.md": {
+        "summary": "results/tables/summary.md",
+        "verdict": "results/tables/verdict.md",
+        "real_contrast": "results/tables/real_contrast.md",
+    },
     "docs/results.md": {
         "intensity_bound": "results/tables/intensity_bound.md",
         "supervised_bound": "results/tables/supervised_bound.md",
