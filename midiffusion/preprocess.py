@@ -46,25 +46,34 @@ def n4(image: ants.ANTsImage) -> ants.ANTsImage:
 
 @dataclass
 class ExtractedBrain:
-    """Brain extraction's results on the target grid (X, Y, Z): the brain mask (bool) and the reference
+    """Brain extraction's results on the target grid (X, Y, Z): the brain mask (bool), the reference
     head registered to the target (float32, the reference's own intensity units, 0 where the warped
-    reference does not reach), which the atlas_map baseline fits its intensity map on."""
+    reference does not reach), which the atlas_map baseline fits its intensity map on, and the
+    reference's CSF, GM and WM partial volumes warped the same way (3, X, Y, Z) float32: the tissue
+    priors of atropos_labels."""
 
     mask: np.ndarray
     template: np.ndarray
+    tissue_priors: np.ndarray
 
 
 def extract_brain(target: ants.ANTsImage, contrast: str, voxel_mm: float) -> ExtractedBrain:
     """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
     the ICBM152 template (template.reference_head), is registered to it (affine then SyN) and the
-    reference's brain is warped back. The warped reference image comes with it, from the same registration."""
+    reference's brain is warped back. The warped reference image and tissue maps come with it, from
+    the same registration."""
     reference = reference_head(max(1.0, float(round(voxel_mm))), contrast)
     moving = _to_ants(reference.image, reference.affine)
-    brain = _to_ants(reference.brain, reference.affine)
     with tempfile.TemporaryDirectory() as tmp:
         reg = ants.registration(target, moving, type_of_transform="SyN", outprefix=f"{tmp}/tpl_")
-        warped = ants.apply_transforms(target, brain, reg["fwdtransforms"], interpolator="linear")
-    return ExtractedBrain(warped.numpy() > 0.5, reg["warpedmovout"].numpy().astype(np.float32))
+
+        def warp(data: np.ndarray) -> np.ndarray:
+            moved = ants.apply_transforms(target, _to_ants(data, reference.affine), reg["fwdtransforms"])
+            return moved.numpy().astype(np.float32)
+
+        brain = warp(reference.brain)
+        priors = np.stack([warp(tissue) for tissue in reference.tissues])
+    return ExtractedBrain(brain > 0.5, reg["warpedmovout"].numpy().astype(np.float32), priors)
 
 
 def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
@@ -75,17 +84,55 @@ def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, floa
     return np.where(mask, scaled, -1.0).astype(np.float32)
 
 
-# Atropos orders its classes by mean intensity; which tissue is darkest depends on the contrast.
+# Without priors Atropos orders its classes by mean intensity; which tissue is darkest depends on the contrast.
 TISSUES_BY_BRIGHTNESS = {"T1w": (1, 2, 3), "T2w": (3, 2, 1), "PDw": (3, 2, 1)}  # CSF=1, GM=2, WM=3
+# Measured in scripts/real_head_labels.py (docs/method.md, "Tissue labels").
+PRIOR_WEIGHT = 0.25
+CLIP_PERCENTILES = (1.0, 99.0)
 
 
-def atropos_labels(image: ants.ANTsImage, mask: np.ndarray, contrast: str) -> np.ndarray:
-    """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask) by ANTs Atropos (k-means
-    initialisation, MRF smoothing) of the N4-corrected target image inside the brain mask."""
+def winsorise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Clip to the brain's intensity percentiles, so that a few bright (fat, vessel) or dark (bone)
+    voxels left in the mask cannot claim a tissue class of their own."""
+    low, high = np.percentile(data[mask], percentiles)
+    return np.clip(data, low, high)
+
+
+def _normalised_priors(priors: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class probabilities (3, X, Y, Z) summing to 1 inside the mask, a little of each class everywhere:
+    the warped priors fall short of 1 where the mask reaches beyond the template's brain."""
+    floored = np.clip(priors, 0.0, 1.0) + 0.01
+    return np.where(mask, floored / floored.sum(axis=0), 0.0).astype(np.float32)
+
+
+def atropos_labels(
+    image: ants.ANTsImage,
+    mask: np.ndarray,
+    contrast: str,
+    priors: np.ndarray | None = None,
+    *,
+    prior_weight: float = PRIOR_WEIGHT,
+    clip_percentiles: tuple[float, float] | None = CLIP_PERCENTILES,
+) -> np.ndarray:
+    """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask) by ANTs Atropos (MRF smoothing) of
+    the N4-corrected target image inside the brain mask, winsorised at `clip_percentiles` (None: not).
+
+    With `priors` (3, X, Y, Z: CSF, GM, WM, e.g. ExtractedBrain.tissue_priors) they initialise Atropos
+    and weigh `prior_weight` in its posteriors; without them k-means initialises it and the classes
+    are named by their brightness in `contrast`.
+    """
+    if clip_percentiles is not None:
+        image = image.new_image_like(winsorise(image.numpy(), mask, clip_percentiles))
     mask_image = image.new_image_like(mask.astype(np.float32))
+    if priors is None:
+        init: str | list[ants.ANTsImage] = "Kmeans[3]"
+    else:
+        init = [image.new_image_like(p) for p in _normalised_priors(priors, mask)]
     with _private_tempdir():
-        result = ants.atropos(a=image, x=mask_image, i="Kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
+        result = ants.atropos(a=image, x=mask_image, i=init, m="[0.2,1x1x1]", c="[5,0]", priorweight=prior_weight)
     classes = result["segmentation"].numpy().astype(np.uint8)
+    if priors is not None:
+        return classes  # the classes follow the priors' order: CSF, GM, WM
     labels = np.zeros_like(classes)
     for atropos_class, tissue in enumerate(TISSUES_BY_BRIGHTNESS[contrast], start=1):
         labels[classes == atropos_class] = tissue
@@ -167,12 +214,13 @@ def preprocess_subject(
     if use_n4:
         corrected = {c: n4(image) for c, image in corrected.items()}
     fixed = corrected[inputs.target]
-    template = None
+    template = priors = None
     if brain_extraction == "template":
         extracted = extract_brain(fixed, inputs.target, float(target_volume.voxel_mm.mean()))
         mask, template = check_mask(extracted.mask, out_dir / "brainmask.nii.gz"), extracted.template
+        priors = extracted.tissue_priors
     truth = read_json(inputs.misalignment) if inputs.misalignment else {}
-    atropos = atropos_labels(fixed, mask, inputs.target)
+    atropos = atropos_labels(fixed, mask, inputs.target, priors)
     qc: dict[str, float] = {}
     if labels is None:
         label_data = atropos

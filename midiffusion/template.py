@@ -1,5 +1,6 @@
 """The ICBM152 2009a template that nilearn's wheel ships (1 mm, uint8 0..255): GM/WM maps, their brain
-mask, and the undeformed reference head that brain extraction registers to a subject."""
+mask, and the undeformed reference head that brain extraction registers to a subject (with its tissue
+maps, the priors of the tissue labels)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import nilearn
 import numpy as np
 from scipy import ndimage
 
-from .head import BRAIN_TISSUES, HEAD_TISSUES, PROTOCOLS, Texture, clean_image, head_anatomy
+from .head import BRAIN_TISSUES, HEAD_TISSUES, PROTOCOLS, TISSUES, Texture, clean_image, head_anatomy
 
 TEMPLATE_DIR = Path(nilearn.__file__).parent / "datasets" / "data"
 CSF_RIM_MM = 1.0  # nominal extra-axial CSF outside the template's brain mask
@@ -32,10 +33,12 @@ class Template:
 
 @dataclass(frozen=True)
 class ReferenceHead:
-    """A head-and-brain image (X, Y, Z) float32 and its inside-brain fraction, on `affine` (RAS)."""
+    """A head-and-brain image (X, Y, Z) float32, its inside-brain fraction and its tissue partial volumes
+    (3, X, Y, Z): CSF, GM, WM, summing to the brain fraction; all on `affine` (RAS)."""
 
     image: np.ndarray
     brain: np.ndarray
+    tissues: np.ndarray
     affine: np.ndarray
 
 
@@ -46,15 +49,18 @@ def _load(name: str) -> nib.Nifti1Image:
     return nib.load(str(path))
 
 
-def _downsample(data: np.ndarray, factor: int) -> np.ndarray:
-    """Block-average by an integer factor (partial-volume preserving)."""
+def block_average(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block-average (X, Y, Z) by an integer factor (partial-volume preserving, like a coarser
+    acquisition) and return it with the affine of the block centres."""
     if factor == 1:
-        return data
+        return data, affine
     shape = [s // factor * factor for s in data.shape]
     data = data[: shape[0], : shape[1], : shape[2]]
-    return data.reshape(shape[0] // factor, factor, shape[1] // factor, factor, shape[2] // factor, factor).mean(
-        axis=(1, 3, 5)
-    )
+    blocks = data.reshape(shape[0] // factor, factor, shape[1] // factor, factor, shape[2] // factor, factor)
+    coarse = affine.copy()
+    coarse[:3, :3] *= factor
+    coarse[:3, 3] += affine[:3, :3] @ np.full(3, (factor - 1) / 2)
+    return blocks.mean(axis=(1, 3, 5)), coarse
 
 
 def brain_mask_from_tissue(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
@@ -72,10 +78,9 @@ def load_template(voxel_mm: float = 1.0) -> Template:
     if factor < 1 or abs(factor - voxel_mm) > 1e-6:
         raise ValueError(f"voxel_mm must be a whole number of millimetres, got {voxel_mm}")
     images = {name: _load(name) for name in ("gm", "wm")}
-    gm, wm = (_downsample(np.asarray(img.dataobj, dtype=np.float32) / 255.0, factor) for img in images.values())
-    affine = images["gm"].affine.copy()
-    affine[:3, :3] *= factor
-    affine[:3, 3] += affine[:3, :3] @ np.full(3, (factor - 1) / (2 * factor))  # block centres
+    (gm, affine), (wm, _) = (
+        block_average(np.asarray(img.dataobj, dtype=np.float32) / 255.0, img.affine, factor) for img in images.values()
+    )
     brain = brain_mask_from_tissue(gm, wm)
     outside = ndimage.distance_transform_edt(~brain, sampling=factor)
     inside = ndimage.distance_transform_edt(brain, sampling=factor)
@@ -90,4 +95,5 @@ def reference_head(voxel_mm: float, contrast: str) -> ReferenceHead:
     anatomy = head_anatomy(template.gm, template.wm, outside_mm, voxel_mm, template.affine, with_head=True)
     flat = np.ones_like(anatomy.brain)
     image = clean_image(anatomy, {**BRAIN_TISSUES, **HEAD_TISSUES}, Texture(flat, flat, flat), PROTOCOLS[contrast])
-    return ReferenceHead(image, anatomy.brain, anatomy.affine)
+    tissues = np.stack([anatomy.fractions[name] for name in TISSUES])
+    return ReferenceHead(image, anatomy.brain, tissues, anatomy.affine)
