@@ -1,11 +1,16 @@
 """Benchmark the LMI layer against one forward pass of the paper-size UNet and a plain reference.
 
 Per device (CPU, and CUDA when present) and image size, times one LMI(anchor, x_t) call (the
-per-sampling-step cost: LMI(anchor, anchor) is cached), one UNet forward on the same batch, and a
-straightforward unfold-based vectorised implementation of the same definition. Prints the rows and
-appends them to results/benchmarks/lmi.csv; load_avg_1min says how busy the shared machine was.
+per-sampling-step cost: LMI(anchor, anchor) is cached) at the default bins and sigma and at
+config/paper.yaml's, on two inputs: real slices (two batches of the default run's normalised T1w
+training slices, resized) and uniform noise; then one UNet forward on the same batch, and a
+straightforward unfold-based vectorised implementation of the same definition. The UNet is the
+project's own (midiffusion.unet.UNet) at paper size. The calls alternate, so the ratio of one run
+is fair on a shared machine. Prints the rows and appends them to results/benchmarks/lmi_bins.csv
+(results/benchmarks/lmi.csv holds earlier rows, defaults and noise only, without the last columns);
+load_avg_1min says how busy the shared machine was.
 
-    python scripts/benchmark_lmi.py [--sizes 128 64] [--batch 4] [--repeats 3]
+    python scripts/benchmark_lmi.py [--sizes 128 64] [--batch 4] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from midiffusion.io import append_csv_rows
-from midiffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, local_mutual_information
+from midiffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, local_mutual_information, to_unit
 from midiffusion.unet import UNet
 
 COLUMNS = ["date", "machine", "device", "batch", "size", "bins", "sigma", "lmi_ms", "unet_forward_ms", "ratio",
-           "reference_ms", "speedup_over_reference", "reference_note", "load_avg_1min"]
+           "reference_ms", "speedup_over_reference", "reference_note", "load_avg_1min", "input", "unet"]
+UNET = "midiffusion.unet.UNet, paper size: channels 64-128-128-128, 2 res blocks, attention at 16x16"
 
 
 def reference_lmi(anchor, other, patch=3, window=3, bins=DEFAULT_BINS, sigma=DEFAULT_SIGMA):
@@ -59,6 +67,25 @@ def reference_lmi(anchor, other, patch=3, window=3, bins=DEFAULT_BINS, sigma=DEF
     return best.clamp(0, 1).view(n, 1, height, width)
 
 
+def lmi_settings(paper_config: Path) -> list[dict]:
+    """The default bins and sigma, and the paper config's."""
+    diffusion = yaml.safe_load(paper_config.read_text())["diffusion"]
+    return [{"bins": DEFAULT_BINS, "sigma": DEFAULT_SIGMA},
+            {"bins": diffusion["lmi_bins"], "sigma": diffusion["lmi_sigma"]}]
+
+
+def benchmark_inputs(slices_path: Path, batch: int, size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """(anchor, other) pairs, (2, batch, 1, size, size) in [0, 1]: two batches of distinct training
+    slices (the npz's "images", (n, 1, h, w) in [-1, 1]), and uniform noise."""
+    if not slices_path.exists():
+        raise SystemExit(f"{slices_path}: not found; run the default pipeline (snakemake) or pass --slices")
+    images = np.load(slices_path)["images"]
+    chosen = torch.randperm(len(images), generator=gen)[: 2 * batch].numpy()
+    slices = F.interpolate(torch.from_numpy(images[chosen].astype(np.float32)), size=(size, size), mode="bilinear")
+    return {"slices": to_unit(slices).view(2, batch, 1, size, size),
+            "noise": torch.rand(2, batch, 1, size, size, generator=gen)}
+
+
 def time_ms(fns: list, device: torch.device, repeats: int) -> list[float]:
     """Median wall time in ms of each fn() after one warm-up call each; the fns alternate, so that
     they share the load of this (shared) machine and their ratio is fair."""
@@ -77,61 +104,70 @@ def time_ms(fns: list, device: torch.device, repeats: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def measure(device: torch.device, size: int, args: argparse.Namespace, gen: torch.Generator) -> dict:
-    """One CSV row (less date and machine) for a batch of size x size images on `device`."""
-    lmi_kwargs = {"bins": args.bins, "sigma": args.sigma}
-    anchor, x_t = torch.rand(2, args.batch, 1, size, size, generator=gen).to(device)
+def measure(device: torch.device, size: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+    """CSV rows (less date and machine), one per LMI setting and input, for a batch of size x size images."""
+    pairs = {name: pair.to(device) for name, pair in benchmark_inputs(args.slices, args.batch, size, gen).items()}
+    cases = [(settings, name) for settings in lmi_settings(args.paper_config) for name in pairs]
     t = torch.randint(0, 1000, (args.batch,), generator=gen).to(device)
     cond = torch.rand(args.batch, 2, size, size, generator=gen).to(device)
     unet = UNet(image_size=size).to(device).eval()
+    lmi_calls = [lambda s=settings, p=pairs[name]: local_mutual_information(*p, **s) for settings, name in cases]
     with torch.no_grad():
-        unet_ms, lmi_ms = time_ms([lambda: unet(x_t, t, cond),
-                                   lambda: local_mutual_information(anchor, x_t, **lmi_kwargs)], device, args.repeats)
+        unet_ms, *lmi_ms = time_ms([lambda: unet(pairs["noise"][1], t, cond), *lmi_calls], device, args.repeats)
+    load = round(os.getloadavg()[0], 2)  # over the timings (this run's own threads included), not the reference's
     ref_size = min(size, args.reference_max_size)
-    crop = (anchor[..., :ref_size, :ref_size], x_t[..., :ref_size, :ref_size])
-    [ref_ms] = time_ms([lambda: reference_lmi(*crop, **lmi_kwargs)], device, 1)
     scale = (size / ref_size) ** 2
-    return {
-        "device": "cpu" if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
-        "batch": args.batch, "size": size, "bins": args.bins, "sigma": args.sigma,
-        "lmi_ms": round(lmi_ms, 1), "unet_forward_ms": round(unet_ms, 1), "ratio": round(lmi_ms / unet_ms, 4),
-        "reference_ms": round(ref_ms * scale, 1), "speedup_over_reference": round(ref_ms * scale / lmi_ms, 1),
-        "reference_note": "measured" if scale == 1 else f"timed at {ref_size}x{ref_size}, scaled x{scale:g} (pixels)",
-        "load_avg_1min": round(os.getloadavg()[0], 2),
-    }
+    rows = []
+    for (settings, name), ms in zip(cases, lmi_ms):
+        crop = pairs[name][..., :ref_size, :ref_size]
+        [ref_ms] = time_ms([lambda: reference_lmi(*crop, **settings)], device, 1)
+        rows.append({
+            "device": "cpu" if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
+            "batch": args.batch, "size": size, **settings,
+            "lmi_ms": round(ms, 1), "unet_forward_ms": round(unet_ms, 1), "ratio": round(ms / unet_ms, 4),
+            "reference_ms": round(ref_ms * scale, 1), "speedup_over_reference": round(ref_ms * scale / ms, 1),
+            "reference_note": "measured" if scale == 1 else f"timed at {ref_size}x{ref_size}, scaled x{scale:g} (pixels)",
+            "load_avg_1min": load, "input": name, "unet": UNET,
+        })
+    return rows
+
+
+def check_against_reference(paper_config: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    small = torch.rand(2, 2, 1, 12, 12, generator=gen, dtype=torch.float64)
+    for settings in lmi_settings(paper_config):
+        error = (reference_lmi(*small, **settings) - local_mutual_information(*small, **settings)).abs().max().item()
+        if error > 1e-5:
+            raise SystemExit(f"reference and layer disagree by {error:.2e} on a 12 x 12 input ({settings})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--bins", type=int, default=DEFAULT_BINS)
-    parser.add_argument("--sigma", type=float, default=DEFAULT_SIGMA)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-max-size", type=int, default=128,
                         help="time the reference at most at this size and extrapolate linearly in pixels")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/lmi.csv"))
+    parser.add_argument("--slices", type=Path, default=Path("results/diffusion/train_slices.npz"))
+    parser.add_argument("--paper-config", type=Path, default=Path("config/paper.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/lmi_bins.csv"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_against_reference(args.paper_config)
 
     gen = torch.Generator().manual_seed(0)
-    small = torch.rand(2, 2, 1, 12, 12, generator=gen, dtype=torch.float64)
-    error = (reference_lmi(*small) - local_mutual_information(*small)).abs().max().item()
-    if error > 1e-5:
-        raise SystemExit(f"reference and layer disagree by {error:.2e} on a 12 x 12 input")
-
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     machine = f"{platform.platform()} / {os.cpu_count()} cpus / {torch.get_num_threads()} torch threads"
     rows = []
     for device in devices:
         for size in args.sizes:
-            row = {"date": datetime.date.today().isoformat(), "machine": machine} | measure(device, size, args, gen)
-            rows.append(row)
-            print(", ".join(f"{k}={v}" for k, v in row.items() if k not in ("date", "machine")), flush=True)
+            for row in measure(device, size, args, gen):
+                rows.append({"date": datetime.date.today().isoformat(), "machine": machine} | row)
+                print(", ".join(f"{k}={v}" for k, v in row.items() if k not in ("date", "machine", "unet")), flush=True)
     append_csv_rows(args.out, rows, COLUMNS)
-    print(f"{machine}: {len(rows)} rows appended to {args.out}")
+    print(f"{machine}: {len(rows)} rows appended to {args.out} (UNet: {UNET})")
 
 
 if __name__ == "__main__":
