@@ -12,8 +12,8 @@ How it is computed (no loop over pixels): the Parzen weights of every pixel are 
 image, (N, bins, H, W). The joint histogram of pixel p and offset d is the patch mean of the outer
 products w(a)(p + u) w(b)(p + d + u)^T over the patch's samples u: the matrix product A_p^T B_(p+d)
 of the (patch^2, bins) matrices that hold the two patches' weights. So one batched matrix product
-(torch.bmm: BLAS, every cell written once) per chunk of pixels gives the joints of all their
-offsets, then bins^2 x log x per pixel and offset. The anchor's marginal entropy does not depend on
+(torch.bmm: BLAS, every cell written once) per row of the search window gives the joints of a
+chunk of pixels, then bins^2 x log x per pixel and offset. The anchor's marginal entropy does not depend on
 d, the other image's marginal entropy for offset d is a shift of one map, and the joint's marginals
 are the images' own marginals (weights sum to 1), so MI = H_a + H_b - H_ab.
 The cost is bins^2 per pixel and offset whatever the intensities, since the weights are floored
@@ -128,9 +128,11 @@ def _budget(device: torch.device) -> _Budget:
     return _CPU_BUDGET if device.type == "cpu" else _GPU_BUDGET
 
 
-def _auto_chunk_rows(grid_rows: int, row_bytes: int, budget: int) -> int:
-    chunks = math.ceil(grid_rows / max(1, budget // row_bytes))
-    return math.ceil(grid_rows / chunks)  # equal chunks: no tiny last chunk paying the per-op overhead
+def _part_size(count: int, item_bytes: int, budget: int) -> int:
+    """Items per part when `count` items are split into the fewest parts that fit `budget` (at
+    least one item each), all equal: no tiny last part paying the per-op overhead."""
+    parts = math.ceil(count / max(1, budget // item_bytes))
+    return math.ceil(count / parts)
 
 
 def _patch_matrices(w: torch.Tensor, patch: int, bins_first: bool) -> torch.Tensor:
@@ -144,33 +146,34 @@ def _patch_matrices(w: torch.Tensor, patch: int, bins_first: bool) -> torch.Tens
     return pixels.flatten(-2) if bins_first else pixels.permute(0, 1, 2, 4, 5, 3).flatten(3, 4)
 
 
-def _joint_x_log_x(anchor_patches: torch.Tensor, other_patches: torch.Tensor, chunk: int) -> torch.Tensor:
-    """sum J log J (= -H_ab) of the joint J of every grid pixel p and offset: (P, window, window).
+def _joint_x_log_x(
+    anchor_patches: torch.Tensor, other_patches: torch.Tensor, grid_width: int, window: int, chunk: int,
+) -> torch.Tensor:
+    """sum J log J (= -H_ab) of the joint J of every grid pixel p and offset: (window, P, window).
 
-    anchor_patches: (G, Q, B), the anchor's patch matrices / Q on a grid of G pixels;
-    other_patches: (G, window, B, Q), the other's at p + (dy, 0), dy < window,
-    so that the offset (dy, dx) pairs p with other_patches[p + dx, dy]. The P = G - window + 1
-    pixels whose p + dx stay on the grid are taken in chunks of `chunk` pixels.
+    anchor_patches: (G, Q, B), the anchor's patch matrices / Q, other_patches: (G, B, Q), the
+    other's, both on one grid of G pixels in rows of grid_width; the offset (dy, dx) pairs p with the
+    other's patch at p + dy * grid_width + dx. The P = G - (window - 1) * (grid_width + 1) pixels
+    whose offsets stay on the grid are taken in chunks of `chunk` pixels.
     """
     other_patches = other_patches.contiguous()  # the views below assume its layout
-    n_grid, window, bins, patch_area = other_patches.shape
-    n_pixels = n_grid - window + 1
-    x_log_x = anchor_patches.new_empty(n_pixels, window, window)
-    joint = anchor_patches.new_empty(min(chunk, n_pixels), window * window * bins, bins)
+    n_grid, patch_area, bins = anchor_patches.shape
+    n_pixels = n_grid - (window - 1) * (grid_width + 1)
+    x_log_x = anchor_patches.new_empty(window, n_pixels, window)
+    joint = anchor_patches.new_empty(window, min(chunk, n_pixels), window * bins, bins)
     log_joint = torch.empty_like(joint)
-    # other_patches[p + dx, dy], dx < window, are consecutive: one (window^2 * B, Q) matrix per pixel,
-    # a view that overlaps the next pixel's. The product's rows: (dx, dy, the other's bin).
-    matrix_size = window * bins * patch_area
+    matrix_size = bins * patch_area
     for start in range(0, n_pixels, chunk):
         size = min(chunk, n_pixels - start)
-        others = other_patches.as_strided(
-            (size, window * window * bins, patch_area), (matrix_size, patch_area, 1),
-            other_patches.storage_offset() + start * matrix_size,
-        )
-        cells, logs = joint[:size], log_joint[:size]
-        torch.bmm(others, anchor_patches[start : start + size], out=cells)  # J^T per (p, dx, dy)
+        for dy in range(window):
+            # The other's patches at p + dy * grid_width + (0 .. window - 1) are consecutive matrices
+            # of other_patches: one (window * B, Q) view per pixel, overlapping the next pixel's.
+            first = other_patches.storage_offset() + (start + dy * grid_width) * matrix_size
+            others = other_patches.as_strided((size, window * bins, patch_area), (matrix_size, patch_area, 1), first)
+            torch.bmm(others, anchor_patches[start : start + size], out=joint[dy, :size])  # J^T per (p, dx)
+        cells, logs = joint[:, :size], log_joint[:, :size]
         torch.log(cells, out=logs).mul_(cells)
-        torch.sum(logs.view(size, window, window, bins * bins), dim=-1, out=x_log_x[start : start + size])
+        torch.sum(logs.unflatten(2, (window, bins)).flatten(3), dim=-1, out=x_log_x[:, start : start + size])
     return x_log_x
 
 
@@ -205,20 +208,19 @@ def local_mutual_information(
     used this pair successfully (docs/method.md, "Design decisions"). Bin centres are symmetric about
     1/2, so LMI is invariant to inverting either image's intensities (T1w vs T2w contrast).
 
-    Memory: the images are taken in groups; per image, the padded Parzen weights, the patch matrices
-    ((1 + window) * patch^2 * bins elements per pixel of an H x (W + 2s) grid, s = window // 2: the
-    anchor's, and the other's stacked over the window's rows) and a few window^2 maps of entropies;
-    within a group, chunks of chunk_rows grid rows (the group's images stacked) hold their joints and
-    logs, 2 * window^2 * bins^2 elements per grid pixel. chunk_rows=None makes the groups as large
-    and the chunks as few and equal as fit their budgets (at least one image, one row): on CPU
-    128 MiB per group, 32 MiB per chunk; on a GPU 2 GiB and 512 MiB. For N = 4, 128 x 128, float32
-    on CPU: 8 bins run one group in chunks of 52 rows (measured: peak RSS +131 MiB), 27 bins two
-    groups of 2 images in chunks of 4 rows (+193 MiB; patch matrices: 62 MiB per image).
+    Memory: the images are taken in groups; per image, the padded Parzen weights, the two images'
+    patch matrices (2 * patch^2 * bins elements per pixel of the (H + 2s) x (W + 2s) grid,
+    s = window // 2) and a few window^2 maps of entropies; within a group, chunks of chunk_rows grid
+    rows (the group's images stacked) hold their joints and logs, 2 * window^2 * bins^2 elements per
+    grid pixel. chunk_rows=None makes the groups and the chunks as few and equal as fit their
+    budgets (at least one image, one row): on CPU 128 MiB per group, 32 MiB per chunk; on a GPU
+    2 GiB and 512 MiB. For N = 4, 128 x 128, float32 on CPU: 8 bins run one group in chunks of 52
+    rows (measured: peak RSS +78 MiB), 27 bins two groups of 2 images in chunks of 4 rows (+106 MiB).
     """
     _check(anchor, other, patch, window, bins, sigma, chunk_rows)
-    grid_pixels = anchor.shape[-2] * (anchor.shape[-1] + window - 1)
-    image_bytes = ((1 + window) * patch**2 * bins + 4 * window**2) * grid_pixels * anchor.element_size()
-    group = max(1, _budget(anchor.device).group_bytes // image_bytes)
+    grid_pixels = (anchor.shape[-2] + window - 1) * (anchor.shape[-1] + window - 1)
+    image_bytes = (2 * patch**2 * bins + 4 * window**2) * grid_pixels * anchor.element_size()
+    group = _part_size(anchor.shape[0], image_bytes, _budget(anchor.device).group_bytes)
     with torch.autocast(anchor.device.type, enabled=False):
         return torch.cat([
             _lmi(anchor[first : first + group], other[first : first + group], patch, window, bins, sigma, chunk_rows)
@@ -230,33 +232,38 @@ def _lmi(
     anchor: torch.Tensor, other: torch.Tensor, patch: int, window: int, bins: int, sigma: float,
     chunk_rows: int | None,
 ) -> torch.Tensor:
-    """local_mutual_information of one group of images, on a grid of H x (W + 2s) pixels.
+    """local_mutual_information of one group of images, on the other's grid of patch centres.
 
-    Grid pixel (y, x) is output pixel (y, x) for x < W, padding beyond (computed, 2s / W more work,
-    and dropped): so the other's patches for the offsets (dy, 0 .. window - 1) are consecutive.
+    The other image is padded by r + s (r = patch // 2, s = window // 2), so the centres of its
+    patches form a grid of (H + 2s) x (W + 2s) pixels, in which the offsets (dy, 0 .. window - 1)
+    of a pixel are consecutive; the anchor is padded by r, plus 2s at the bottom and right, to lie
+    on the same grid, whose extra pixels are computed (about 4s / H more work) and dropped.
     """
     n, _, height, width = anchor.shape
     rp, rw = patch // 2, window // 2
-    grid_width = width + 2 * rw
+    grid_height, grid_width = height + 2 * rw, width + 2 * rw
     area = patch * patch
-    wa = _floored_weights(F.pad(anchor, [rp, rp + 2 * rw, rp, rp], mode="replicate"), bins, sigma, patch)
+    wa = _floored_weights(F.pad(anchor, [rp, rp + 2 * rw, rp, rp + 2 * rw], mode="replicate"), bins, sigma, patch)
     wb = _floored_weights(F.pad(other, [rp + rw] * 4, mode="replicate"), bins, sigma, patch)
-    h_a = _entropy(_box_sum(wa, patch) / area, (1,))[:, 0, :, :width, None, None]  # (N, H, W, 1, 1)
-    h_b = _entropy(_box_sum(wb, patch) / area, (1,))[:, 0]  # (N, H + 2s, W + 2s)
-    h_b_at_offsets = h_b.unfold(1, height, 1).unfold(2, width, 1).permute(0, 3, 4, 2, 1)  # (N, H, W, dx, dy)
+    h_a = _entropy(_box_sum(wa, patch) / area, (1,)).flatten()  # (n * grid pixels)
+    h_b = _entropy(_box_sum(wb, patch) / area, (1,)).flatten()
     if chunk_rows is None:
         row_bytes = 2 * window**2 * bins**2 * grid_width * anchor.element_size()
-        chunk_rows = _auto_chunk_rows(n * height, row_bytes, _budget(anchor.device).chunk_bytes)
+        chunk_rows = _part_size(n * grid_height, row_bytes, _budget(anchor.device).chunk_bytes)
     # wa / area: the product of the patch matrices is then the patch mean of the outer products.
-    anchor_patches = _patch_matrices(wa / area, patch, bins_first=False).flatten(0, 2)
-    # The other's patch matrices at (y + dy, x), dy < window, side by side (copies of runs of B * Q).
-    other_patches = _patch_matrices(wb, patch, bins_first=True).unfold(1, window, 1).permute(0, 1, 2, 5, 3, 4)
-    x_log_x = _joint_x_log_x(anchor_patches, other_patches.flatten(0, 2), chunk_rows * grid_width)  # (P, dx, dy)
-    x_log_x = F.pad(x_log_x, [0, 0, 0, 0, 0, window - 1]).view(n, height, grid_width, window, window)[:, :, :width]
-    total = h_a + h_b_at_offsets
+    x_log_x = _joint_x_log_x(
+        _patch_matrices(wa / area, patch, bins_first=False).flatten(0, 2),
+        _patch_matrices(wb, patch, bins_first=True).flatten(0, 2),
+        grid_width, window, chunk_rows * grid_width,
+    )  # (dy, P, dx)
+    n_pixels = x_log_x.shape[1]
+    h_b_at_offsets = h_b.as_strided((window, n_pixels, window), (grid_width, 1, 1))  # H_b(p + d)
+    total = h_a[None, :n_pixels, None] + h_b_at_offsets
     nmi = 2 * (total + x_log_x) / total.clamp_min(_FLAT_EPS)
     nmi = torch.where(total < _FLAT_EPS, torch.zeros_like(nmi), nmi)
-    return nmi.amax(dim=(-2, -1)).clamp_(0, 1)[:, None]
+    best = anchor.new_zeros(n * grid_height * grid_width)
+    best[:n_pixels] = nmi.amax(dim=(0, 2))
+    return best.view(n, 1, grid_height, grid_width)[..., :height, :width].clamp(0, 1)
 
 
 def lmi_condition(
