@@ -13,9 +13,9 @@ image, (N, bins, H, W). The joint histogram of pixel p and offset d is the patch
 products w(a)(p + u) w(b)(p + d + u)^T over the patch's samples u: the matrix product A_p^T B_(p+d)
 of the (patch^2, bins) matrices that hold the two patches' weights. So one batched matrix product
 (torch.bmm: BLAS, every cell written once) per row of the search window gives the joints of a
-chunk of pixels, then bins^2 x log x per pixel and offset. The anchor's marginal entropy does not depend on
-d, the other image's marginal entropy for offset d is a shift of one map, and the joint's marginals
-are the images' own marginals (weights sum to 1), so MI = H_a + H_b - H_ab.
+chunk of pixels, then bins^2 x log x per pixel and offset. The anchor's marginal entropy does not
+depend on d, the other image's marginal entropy for offset d is a shift of one map, and the joint's
+marginals are the images' own marginals (weights sum to 1), so MI = H_a + H_b - H_ab.
 The cost is bins^2 per pixel and offset whatever the intensities, since the weights are floored
 (_floored_weights): no subnormal floats, which are ~100x slower on CPUs, so uniform noise costs
 what a brain slice with its empty bins costs.
