@@ -132,8 +132,9 @@ def tissue_labels(image: np.ndarray, mask: np.ndarray, priors: np.ndarray, prior
     `prior_sd` (tau). The class means mu are fitted to all brain voxels at once (least squares of
     y on p), so no class can be taken over by a few bright or dark voxels, and y is winsorised first.
     The MAP fractions move p along d = mu - mean(mu), the one direction the intensity measures:
-    f = p + d (y - p . mu) / (|d|^2 + sigma^2 / tau^2), sigma the residual sd. The fitted means order
-    the tissues, so any contrast works.
+    f = p + d (y - p . mu) / (|d|^2 + sigma^2 / tau^2), sigma the residual sd; f is not held
+    non-negative (docs/method.md, "Tissue labels", measures both). The fitted means order the tissues,
+    so any contrast works.
     """
     inside = mask.astype(bool)
     intensity = winsorise(image, inside, CLIP_PERCENTILES)[inside]
