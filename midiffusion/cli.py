@@ -89,8 +89,8 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
     config = SamplingConfig.from_dict(_options(args.options))
     translate_volume(
-        args.model, args.mask, args.out, source_path=args.source, guided=PRODUCERS[args.method].guided,
-        config=config, std_path=args.std, device=args.device,
+        args.model, args.mask, args.out, source_path=args.source, start_path=args.start,
+        guided=PRODUCERS[args.method].guided, config=config, std_path=args.std, device=args.device,
     )
 
 
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                      user=True)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--source", type=Path, help="normalised source volume (not needed by unguided)")
+    p.add_argument("--start", type=Path,
+                   help="SDEdit start volume on the mask's grid: the sampling.start baseline's image of the same case")
     p.add_argument("--mask", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--std", type=Path, help="also write the voxelwise sd over samples")

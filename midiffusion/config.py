@@ -166,6 +166,9 @@ class SamplingConfig:
     clip_x0: bool = _field("sampling", "clip_x0")
     batch_size: int = _field("sampling", "batch_size")
     seed: int = _field("sampling", "seed")
+    start: Literal["noise", "atlas_map", "invert"] = _field("sampling", "start")
+    start_t0: float = _field("sampling", "start_t0")
+    lmi_gradient_scale: float = _field("sampling", "lmi_gradient_scale")
 
     def __post_init__(self) -> None:
         checks = {
@@ -176,6 +179,9 @@ class SamplingConfig:
             "batch_size >= 1": self.batch_size >= 1,
             f"ddpm_variance in {_choices('sampling', 'ddpm_variance')}": self.ddpm_variance
             in _choices("sampling", "ddpm_variance"),
+            f"start in {_choices('sampling', 'start')}": self.start in _choices("sampling", "start"),
+            "start_t0 in [0, 1]": 0 <= self.start_t0 <= 1,
+            "lmi_gradient_scale >= 0": self.lmi_gradient_scale >= 0,
         }
         _require("sampling", checks, asdict(self))
 

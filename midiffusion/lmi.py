@@ -100,7 +100,7 @@ def _floored_weights(x: torch.Tensor, bins: int, sigma: float, patch: int) -> to
     entropy by at most bins^2 * 3f * (1 + |ln 3f|) < 1e-12 for bins <= 100: below float32's own
     rounding of the entropies (~1e-7) and far below the tests' 1e-5.
     """
-    return parzen_weights(x, bins, sigma).clamp_min_(patch * math.sqrt(torch.finfo(x.dtype).tiny))
+    return parzen_weights(x, bins, sigma).clamp_min(patch * math.sqrt(torch.finfo(x.dtype).tiny))
 
 
 def _check(
@@ -177,7 +177,22 @@ def _joint_x_log_x(
     return x_log_x
 
 
-@torch.no_grad()
+def _joint_x_log_x_tracked(anchor_patches: torch.Tensor, other_patches: torch.Tensor, grid_width: int,
+                           window: int) -> torch.Tensor:
+    """_joint_x_log_x for autograd, which records no out= ops: one plain slice of other_patches per
+    offset (the backward of overlapping strided views is 5x slower). All pixels in one chunk: the
+    backward keeps every chunk's joints anyway (window^2 * bins^2 per grid pixel), and each slice's
+    backward writes a gradient the size of other_patches."""
+    n_pixels = anchor_patches.shape[0] - (window - 1) * (grid_width + 1)
+    anchors = anchor_patches[:n_pixels]
+    sums = []
+    for dy in range(window):
+        for first in range(dy * grid_width, dy * grid_width + window):
+            joint = torch.bmm(other_patches[first : first + n_pixels], anchors)  # J^T per pixel, (B, B)
+            sums.append(torch.xlogy(joint, joint).sum(dim=(1, 2)))  # keeps only J for the backward
+    return torch.stack(sums).view(window, window, n_pixels).transpose(1, 2)  # (dy, P, dx)
+
+
 def local_mutual_information(
     anchor: torch.Tensor,
     other: torch.Tensor,
@@ -195,8 +210,10 @@ def local_mutual_information(
     (natural log; 0 where H_anchor + H_other < 1e-12) between the anchor's patch x patch samples
     around p and the other's around p + d, estimated with a Parzen soft histogram: bin centres
     c_j = j / (bins - 1), weights exp(-(v - c_j)^2 / (2 sigma^2)) normalised over j.
-    It is a fixed condition, never differentiated, so it runs without autograd, and in the inputs'
-    dtype even under autocast (float16 entropies of 1e-3 probabilities would be too coarse).
+    As the condition it runs without autograd, reusing its buffers in place; it is differentiable
+    (autograd on, fresh buffers) only when grad is enabled and an input requires grad, as for the LMI
+    gradient guidance of sampling.py. It runs in the inputs' dtype even under autocast (float16
+    entropies of 1e-3 probabilities would be too coarse).
 
     Defaults, bins = 8 and sigma = 0.07. A 3 x 3 patch has only 9 samples, and the upward bias of
     a plug-in MI estimate grows with the number of histogram cells: with the paper code's 27 bins
@@ -221,7 +238,8 @@ def local_mutual_information(
     grid_pixels = (anchor.shape[-2] + window - 1) * (anchor.shape[-1] + window - 1)
     image_bytes = (2 * patch**2 * bins + 4 * window**2) * grid_pixels * anchor.element_size()
     group = _part_size(anchor.shape[0], image_bytes, _budget(anchor.device).group_bytes)
-    with torch.autocast(anchor.device.type, enabled=False):
+    tracked = torch.is_grad_enabled() and (anchor.requires_grad or other.requires_grad)
+    with torch.autocast(anchor.device.type, enabled=False), torch.set_grad_enabled(tracked):
         return torch.cat([
             _lmi(anchor[first : first + group], other[first : first + group], patch, window, bins, sigma, chunk_rows)
             for first in range(0, anchor.shape[0], group)
@@ -251,11 +269,12 @@ def _lmi(
         row_bytes = 2 * window**2 * bins**2 * grid_width * anchor.element_size()
         chunk_rows = _part_size(n * grid_height, row_bytes, _budget(anchor.device).chunk_bytes)
     # wa / area: the product of the patch matrices is then the patch mean of the outer products.
-    x_log_x = _joint_x_log_x(
-        _patch_matrices(wa / area, patch, bins_first=False).flatten(0, 2),
-        _patch_matrices(wb, patch, bins_first=True).flatten(0, 2),
-        grid_width, window, chunk_rows * grid_width,
-    )  # (dy, P, dx)
+    patches = (_patch_matrices(wa / area, patch, bins_first=False).flatten(0, 2),
+               _patch_matrices(wb, patch, bins_first=True).flatten(0, 2))
+    if torch.is_grad_enabled():
+        x_log_x = _joint_x_log_x_tracked(*patches, grid_width, window)  # (dy, P, dx)
+    else:
+        x_log_x = _joint_x_log_x(*patches, grid_width, window, chunk_rows * grid_width)
     n_pixels = x_log_x.shape[1]
     h_b_at_offsets = h_b.as_strided((window, n_pixels, window), (grid_width, 1, 1))  # H_b(p + d)
     total = h_a[None, :n_pixels, None] + h_b_at_offsets

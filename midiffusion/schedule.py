@@ -71,6 +71,11 @@ class DDPMSchedule(nn.Module):
         x0 = (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
         return x0.clamp(-1, 1) if clip else x0
 
+    def predict_eps(self, x0: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """predict_x0's inverse: the eps of x_0 at x_t, (x_t - sqrt(alpha_bar_t) x_0) / sigma_t."""
+        alpha_bar = _at(self.alpha_bar, t)
+        return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
     def ddpm_step(
         self,
         eps: torch.Tensor,
@@ -122,7 +127,7 @@ class DDPMSchedule(nn.Module):
         alpha_bar = self.alpha_bar[t]
         alpha_bar_prev = self.alpha_bar[t_prev] if t_prev >= 0 else alpha_bar.new_tensor(1.0)
         # The eps consistent with the (clipped) x_0 keeps the step on the x_0 estimate (improved-diffusion).
-        eps = (x_t - alpha_bar.sqrt() * pred_x0) / (1 - alpha_bar).sqrt()
+        eps = self.predict_eps(pred_x0, t, x_t)
         sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
         prev = alpha_bar_prev.sqrt() * pred_x0 + (1 - alpha_bar_prev - sigma**2).clamp_min(0).sqrt() * eps
         if eta > 0:

@@ -117,11 +117,15 @@ def case_subject(wildcards):
 
 
 def translate_inputs(wildcards):
-    """The model and brain mask, and the normalised source where the method is guided by it."""
+    """The model and brain mask; where the method is guided by the source, the normalised source and,
+    unless sampling.start is noise, that baseline's image of the same case (the SDEdit start)."""
     subject = case_subject(wildcards)
     inputs = {"model": "results/diffusion/model.pt", "mask": preprocessed(subject, "brainmask")}
     if PRODUCERS[wildcards.producer].uses_source:
-        inputs["source"] = normalised(subject, case_source(wildcards))
+        source = case_source(wildcards)
+        inputs["source"] = normalised(subject, source)
+        if config["sampling"]["start"] != "noise":
+            inputs["start"] = method_image(config["sampling"]["start"], subject, source)
     return inputs
 
 

@@ -13,6 +13,7 @@ rule translate:
         producer="|".join(producers("diffusion")),
     params:
         source=lambda wildcards, input: f"--source {input.source}" if "source" in input.keys() else "",
+        start=lambda wildcards, input: f"--start {input.start}" if "start" in input.keys() else "",
         options=json_option("sampling"),
     threads: 2
     resources:
@@ -27,8 +28,8 @@ rule translate:
         "../../envs/diffusion.yaml"
     shell:
         "OMP_NUM_THREADS={threads} midiffusion translate --method {wildcards.producer} --model {input.model} "
-        "{params.source} --mask {input.mask} --out {output.image} --std {output.std} --options {params.options:q} "
-        "> {log} 2>&1"
+        "{params.source} {params.start} --mask {input.mask} --out {output.image} --std {output.std} "
+        "--options {params.options:q} > {log} 2>&1"
 
 
 rule baseline:
