@@ -10,20 +10,21 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from .config import default, defaults, schema
 from .io import InputError
 from .methods import METHOD_ORDER, PRODUCERS, producers
 
 
-def _pairs(values: list[str], what: str) -> dict[str, Path]:
-    """["KEY=PATH", ...] -> {KEY: Path}."""
+def _pairs(values: list[str], what: str, kind: Callable[[str], Any] = Path) -> dict[str, Any]:
+    """["KEY=VALUE", ...] -> {KEY: kind(VALUE)} (paths by default)."""
     pairs = {}
     for value in values:
-        key, sep, path = value.partition("=")
-        if not sep or not key or not path:
-            raise InputError(f"--{what}: expected KEY=PATH, got {value!r}")
-        pairs[key] = Path(path)
+        key, sep, item = value.partition("=")
+        if not sep or not key or not item:
+            raise InputError(f"--{what}: expected KEY=VALUE, got {value!r}")
+        pairs[key] = kind(item)
     return pairs
 
 
@@ -42,8 +43,14 @@ def cmd_phantom(args: argparse.Namespace) -> None:
 
     build_subject(
         args.root, args.subject, voxel_mm=args.voxel_mm, target=args.target, sources=args.sources,
-        seed=args.seed, with_head=not args.no_head, qc_dir=args.qc_dir,
+        seed=args.seed, with_head=not args.no_head, qc_dir=args.qc_dir, anatomy_maps=args.anatomy_maps,
     )
+
+
+def cmd_anatomy(args: argparse.Namespace) -> None:
+    from .anatomy import write_tissue_maps
+
+    print(write_tissue_maps(args.name, args.voxel_mm, args.out))
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -200,7 +207,8 @@ def cmd_dice_table(args: argparse.Namespace) -> None:
 def cmd_tables(args: argparse.Namespace) -> None:
     from .report import write_tables_from_csv
 
-    for path in write_tables_from_csv(args.metrics, args.out_dir).values():
+    anatomies = _pairs(args.anatomy, "anatomy", str) if args.anatomy else None
+    for path in write_tables_from_csv(args.metrics, args.out_dir, anatomies).values():
         print(path)
 
 
@@ -309,6 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=default("phantom", "seed"))
     p.add_argument("--no-head", action="store_true")
     p.add_argument("--qc-dir", type=Path)
+    p.add_argument("--anatomy-maps", type=Path,
+                   help="a held-out anatomy's tissue maps (midiffusion anatomy) instead of the ICBM152 2009a template")
+
+    p = commands.add("anatomy", "tissue maps of a held-out anatomy for the phantom's test subjects (Colin27)",
+                     cmd_anatomy, user=True)
+    p.add_argument("--name", default=default("phantom", "held_out_anatomy"))
+    p.add_argument("--voxel-mm", type=int, default=default("phantom", "voxel_mm"))
+    p.add_argument("--out", type=Path, required=True)
 
     p = commands.add("train", "train the diffusion model on target-contrast slices (resumes)", cmd_train, user=True)
     p.add_argument("--slices", type=Path, required=True)
@@ -463,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                      user=False)
     p.add_argument("--metrics", type=Path, nargs="+", required=True)
     p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--anatomy", nargs="+", metavar="SUBJECT=ANATOMY",
+                   help="every test subject's anatomy, where the cohort has a held-out one: rows split by anatomy")
 
     p = commands.add("figure", "a figure: dice | grid | sampler", cmd_figure, user=False)
     p.add_argument("kind", choices=["dice", "grid", "sampler"])

@@ -14,7 +14,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Literal, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -208,10 +208,11 @@ def _mm(values: Iterable[float]) -> str:
     return " x ".join(f"{value:g}" for value in values)
 
 
-def split_subjects(subjects: list[str], n_test: int, seed: int) -> Split:
-    """Reproducible split: shuffle the sorted ids with `seed`, the first n_test are the test subjects."""
+def split_subjects(subjects: list[str], n_test: int, seed: int, held_out: Sequence[str] = ()) -> Split:
+    """Reproducible split: shuffle the sorted ids with `seed`, the first n_test are the test subjects.
+    `held_out` ids (a held-out anatomy's phantom subjects) are test subjects besides them, never trained on."""
     if not 0 < n_test < len(subjects):
         raise InputError(f"split.n_test: {n_test} leaves no train or no test subject among {len(subjects)}")
     shuffled = sorted(subjects)
     random.Random(seed).shuffle(shuffled)
-    return Split(train=sorted(shuffled[n_test:]), test=sorted(shuffled[:n_test]))
+    return Split(train=sorted(shuffled[n_test:]), test=sorted(shuffled[:n_test]) + sorted(held_out))

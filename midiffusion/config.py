@@ -222,6 +222,9 @@ def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -
         trainer_name(METHODS[method].segmenter, config["nnunet"]["trainer"])
     if "atlas_map" in config["methods"] and config["preprocess"]["brain_extraction"] != "template":
         raise InputError("methods: atlas_map needs the template registered by preprocess.brain_extraction: template")
+    if config["sampling"]["start"] == "atlas_map" and config["preprocess"]["brain_extraction"] != "template":
+        raise InputError("sampling.start: atlas_map needs the template registered by preprocess.brain_extraction: "
+                         "template")
     if config["diffusion"]["cond_dropout"] == 0:  # the model never saw a dropped condition
         if "unguided" in config["methods"] or config["sampling"]["guidance_scale"] != 1:
             raise InputError("diffusion.cond_dropout: 0 trains no unconditional mode, which `unguided` in methods "

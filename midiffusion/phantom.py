@@ -1,7 +1,7 @@
 """The embedded multi-contrast phantom cohort.
 
-Each synthetic subject is the ICBM152 2009a template (nilearn's wheel) under a random smooth
-deformation, rendered as spin-echo T1w / T2w / PDw images from per-subject tissue parameters with
+Each synthetic subject is the ICBM152 2009a template (nilearn's wheel), or for held-out test subjects
+another head's tissue maps (anatomy.py), under a random smooth deformation, rendered as spin-echo T1w / T2w / PDw images from per-subject tissue parameters with
 texture, a per-contrast bias field and Rician noise; source contrasts are rigidly misaligned.
 
 nilearn's ICBM152 T1 is skull-stripped, so the head around the brain (skull, diploe, muscle, fat,
@@ -140,10 +140,16 @@ def _min_jacobian(displacement: np.ndarray, inverse_scale: np.ndarray, voxel_mm:
 
 
 def subject_anatomy(
-    rng: np.random.Generator, voxel_mm: float, *, with_head: bool = True, settings: PhantomSettings = PhantomSettings()
+    rng: np.random.Generator,
+    voxel_mm: float,
+    *,
+    with_head: bool = True,
+    settings: PhantomSettings = PhantomSettings(),
+    anatomy_maps: Path | None = None,
 ) -> Anatomy:
-    """Deform the template at `voxel_mm` and derive the partial volumes (see Anatomy)."""
-    template = load_template(voxel_mm)
+    """Deform the template (or a held-out anatomy's maps, anatomy.py) at `voxel_mm` and derive the
+    partial volumes (see Anatomy)."""
+    template = load_template(voxel_mm, anatomy_maps)
     coordinates = _voxel_coordinates(rng, template, voxel_mm, settings)
 
     def warp(data: np.ndarray, outside: float) -> np.ndarray:
@@ -242,12 +248,16 @@ def simulate_subject(
     bias: bool = True,
     misalign: bool = True,
     settings: PhantomSettings = PhantomSettings(),
+    anatomy_maps: Path | None = None,
 ) -> SubjectPhantom:
-    """Simulate one subject in memory; `noise`, `bias`, `misalign` switch those stages off (for checks)."""
+    """Simulate one subject in memory; `noise`, `bias`, `misalign` switch those stages off (for checks);
+    `anatomy_maps`: a held-out anatomy's tissue maps (anatomy.write_tissue_maps) instead of the template."""
     sources = list(sources)
     _check_arguments(subject, voxel_mm, target, sources)
     voxel_mm = float(round(voxel_mm))
-    anatomy = subject_anatomy(_rng(seed, subject, "anatomy"), voxel_mm, with_head=with_head, settings=settings)
+    anatomy = subject_anatomy(
+        _rng(seed, subject, "anatomy"), voxel_mm, with_head=with_head, settings=settings, anatomy_maps=anatomy_maps
+    )
     tissues = draw_tissues(_rng(seed, subject, "tissues"), settings.tissue_variation)
     texture = draw_texture(_rng(seed, subject, "texture"), anatomy.brain.shape, voxel_mm, settings)
     images, misalignment = {}, {}
@@ -308,13 +318,16 @@ def build_subject(
     seed: int = 0,
     with_head: bool = True,
     qc_dir: Path | None = None,
+    anatomy_maps: Path | None = None,
 ) -> list[Path]:
     """Simulate subject `subject` (e.g. "01") and write its files (module docstring); returns the paths written.
 
-    The result depends only on (seed, subject) and the settings, not on which other subjects are built.
+    The result depends only on (seed, subject), the settings and the anatomy, not on which other subjects
+    are built.
     """
     phantom = simulate_subject(
-        subject, voxel_mm=voxel_mm, target=target, sources=sources, seed=seed, with_head=with_head
+        subject, voxel_mm=voxel_mm, target=target, sources=sources, seed=seed, with_head=with_head,
+        anatomy_maps=anatomy_maps,
     )
     paths = subject_paths(out_dir, subject, [target, *sources])
     for contrast, image in phantom.images.items():

@@ -123,18 +123,18 @@ def _normalised_priors(priors: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, floored / floored.sum(axis=0), 0.0).astype(np.float32)
 
 
-def tissue_labels(image: np.ndarray, mask: np.ndarray, priors: np.ndarray, prior_sd: float = PRIOR_SD) -> np.ndarray:
-    """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask) of the N4-corrected target image
-    (X, Y, Z): the tissue fractions p of the registered template (priors, 3 x X x Y x Z: CSF, GM, WM,
-    e.g. ExtractedBrain.tissue_priors) corrected by each voxel's intensity; the largest fraction wins.
+def tissue_fractions(image: np.ndarray, mask: np.ndarray, priors: np.ndarray, prior_sd: float = PRIOR_SD) -> np.ndarray:
+    """CSF, GM and WM fractions (3, X, Y, Z) float32 of the N4-corrected target image (X, Y, Z), 0 outside
+    the mask: the tissue fractions p of the registered template (priors, 3 x X x Y x Z: CSF, GM, WM,
+    e.g. ExtractedBrain.tissue_priors) corrected by each voxel's intensity.
 
     Linear partial-volume model: intensity y = f . mu + noise (sd sigma), tissue fractions f ~ p with sd
     `prior_sd` (tau). The class means mu are fitted to all brain voxels at once (least squares of
     y on p), so no class can be taken over by a few bright or dark voxels, and y is winsorised first.
     The MAP fractions move p along d = mu - mean(mu), the one direction the intensity measures:
-    f = p + d (y - p . mu) / (|d|^2 + sigma^2 / tau^2), sigma the residual sd; f is not held
-    non-negative (docs/method.md, "Tissue labels", measures both). The fitted means order the tissues,
-    so any contrast works.
+    f = p + d (y - p . mu) / (|d|^2 + sigma^2 / tau^2), sigma the residual sd. f is not held
+    non-negative here (docs/method.md, "Tissue labels", measures both). The fitted means order the
+    tissues, so any contrast works.
     """
     inside = mask.astype(bool)
     intensity = winsorise(image, inside, CLIP_PERCENTILES)[inside]
@@ -143,9 +143,16 @@ def tissue_labels(image: np.ndarray, mask: np.ndarray, priors: np.ndarray, prior
     residual = intensity - means @ prior
     direction = means - means.mean()
     gain = 1.0 / (direction @ direction + (residual.std() / prior_sd) ** 2)
-    fractions = prior + direction[:, None] * (gain * residual)
+    fractions = np.zeros((3, *mask.shape), np.float32)
+    fractions[:, inside] = prior + direction[:, None] * (gain * residual)
+    return fractions
+
+
+def tissue_labels(image: np.ndarray, mask: np.ndarray, priors: np.ndarray, prior_sd: float = PRIOR_SD) -> np.ndarray:
+    """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask): the largest of tissue_fractions."""
+    inside = mask.astype(bool)
     labels = np.zeros(mask.shape, np.uint8)
-    labels[inside] = fractions.argmax(axis=0) + 1
+    labels[inside] = tissue_fractions(image, inside, priors, prior_sd)[:, inside].argmax(axis=0) + 1
     return labels
 
 

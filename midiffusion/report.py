@@ -18,6 +18,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from midiffusion.anatomy import TRAINING_ANATOMY
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume
 from midiffusion.layout import TISSUE_CLASSES
 from midiffusion.methods import METHOD_ORDER, METHODS, PRODUCERS, REGISTRY
@@ -31,7 +32,7 @@ DECIMALS = {"psnr": 2}  # every other metric: 3 decimals
 LABEL_COLOURS = ("#1f77b4", "#2ca02c", "#d62728")  # CSF, GM, WM
 SAMPLER_COLUMNS = ("sampler", "network_calls", "psnr", "seconds_per_slice")
 FIGURE_DPI = 120
-GROUP = ["method", "source", "metric", "class"]
+GROUP = ["anatomy", "method", "source", "metric", "class"]
 
 
 def _method_rank(method: str) -> tuple[int, str]:
@@ -43,12 +44,32 @@ def _ordered_methods(methods: Sequence[str]) -> list[str]:
     return sorted(set(methods), key=_method_rank)
 
 
+def _anatomy_rank(anatomy: str) -> tuple[bool, str]:
+    """The training anatomy's test subjects (or a cohort without held-out anatomy, "") first."""
+    return (anatomy not in ("", TRAINING_ANATOMY), anatomy)
+
+
+def _anatomies(long_df: pd.DataFrame) -> list[str]:
+    return sorted(long_df["anatomy"].unique(), key=_anatomy_rank)
+
+
 def _normalise(long_df: pd.DataFrame) -> pd.DataFrame:
-    """Check the long table's columns; class "" for image metrics (a CSV round trip gives NaN)."""
+    """Check the long table's columns; class "" for image metrics (a CSV round trip gives NaN); anatomy
+    "" where no subject's anatomy is given (a cohort without held-out anatomy)."""
     missing = [column for column in LONG_COLUMNS if column not in long_df.columns]
     if missing:
         raise InputError(f"metrics table: missing columns {', '.join(missing)}")
-    return long_df.assign(**{"class": long_df["class"].fillna("").astype(str)})
+    anatomy = long_df["anatomy"].fillna("").astype(str) if "anatomy" in long_df else ""
+    return long_df.assign(**{"class": long_df["class"].fillna("").astype(str), "anatomy": anatomy})
+
+
+def tag_anatomy(long_df: pd.DataFrame, anatomies: Mapping[str, str]) -> pd.DataFrame:
+    """The anatomy column from subject -> anatomy (anatomy.subject_anatomies); InputError if one is missing."""
+    subjects = long_df["subject"].astype(str)
+    missing = sorted(set(subjects) - set(anatomies))
+    if missing:
+        raise InputError(f"--anatomy: no anatomy given for subjects {missing}")
+    return long_df.assign(anatomy=subjects.map(anatomies))
 
 
 def summarise(long_df: pd.DataFrame) -> pd.DataFrame:
@@ -60,8 +81,10 @@ def summarise(long_df: pd.DataFrame) -> pd.DataFrame:
     long_df = _normalise(long_df)
     summary = long_df.groupby(GROUP, sort=False)["value"].agg(mean="mean", sd="std", n="count").reset_index()
     rank = {method: i for i, method in enumerate(_ordered_methods(summary["method"]))}
-    summary = summary.assign(_rank=summary["method"].map(rank))
-    return summary.sort_values(["_rank", "source", "metric", "class"]).drop(columns="_rank").reset_index(drop=True)
+    anatomy_rank = {anatomy: i for i, anatomy in enumerate(_anatomies(summary))}
+    summary = summary.assign(_rank=summary["method"].map(rank), _anatomy=summary["anatomy"].map(anatomy_rank))
+    order = ["_anatomy", "_rank", "source", "metric", "class"]
+    return summary.sort_values(order).drop(columns=["_anatomy", "_rank"]).reset_index(drop=True)
 
 
 def _format_cell(mean: float, sd: float, metric: str) -> str:
@@ -82,24 +105,28 @@ def _column_order(key: tuple[str, str]) -> tuple[int, int, str]:
 
 
 def markdown_table(long_df: pd.DataFrame) -> str:
-    """Markdown table: a row per method x source, a "mean ± sd" column per metric and class."""
+    """Markdown table: a row per (anatomy x) method x source, a "mean ± sd" column per metric and class;
+    the Anatomy column only where subjects' anatomies are given."""
     long_df = _normalise(long_df)
     summary = summarise(long_df)
-    subjects = long_df.groupby(["method", "source"])["subject"].nunique()
+    subjects = long_df.groupby(["anatomy", "method", "source"])["subject"].nunique()
     keys = sorted(set(zip(summary["metric"], summary["class"])), key=_column_order)
     cells = {
-        key: _format_cell(mean, sd, key[2])
+        key: _format_cell(mean, sd, key[3])
         for key, mean, sd in zip(summary[GROUP].itertuples(index=False, name=None), summary["mean"], summary["sd"])
     }
     table = []
-    for method in _ordered_methods(summary["method"]):
-        for source in sorted(summary.loc[summary["method"] == method, "source"].unique()):
-            row = {"Method": method, "Source": source, "n": subjects[(method, source)]}
-            for metric, name in keys:
-                label = f"{METRIC_LABELS.get(metric, metric)} {name}".strip()
-                row[label] = cells.get((method, source, metric, name), "")
-            table.append(row)
-    return pd.DataFrame(table).to_markdown(index=False)
+    for anatomy, method, source in dict.fromkeys(zip(summary["anatomy"], summary["method"], summary["source"])):
+        row = {"Anatomy": anatomy, "Method": method, "Source": source, "n": subjects[(anatomy, method, source)]}
+        for metric, name in keys:
+            label = f"{METRIC_LABELS.get(metric, metric)} {name}".strip()
+            row[label] = cells.get((anatomy, method, source, metric, name), "")
+        table.append(row)
+    return _drop_blank_anatomy(pd.DataFrame(table)).to_markdown(index=False)
+
+
+def _drop_blank_anatomy(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns="Anatomy") if (table["Anatomy"] == "").all() else table
 
 
 def _zero_shot(method: str) -> bool:
@@ -114,16 +141,17 @@ def verdict_table(long_df: pd.DataFrame) -> pd.DataFrame:
     dice = dice[(dice["metric"] == "dice") & dice["method"].map(_zero_shot)]
     if dice.empty:
         raise InputError("metrics table: no Dice of a zero-shot method to rank")
-    wide = dice.pivot_table(index=["source", "method"], columns="class", values="mean")
+    wide = dice.pivot_table(index=["anatomy", "source", "method"], columns="class", values="mean")
     rows = []
-    for source, group in wide.groupby(level="source"):
-        ranked = group.droplevel("source").sort_values("mean", ascending=False)
-        for rank, (method, values) in enumerate(ranked.iterrows(), start=1):
-            rows.append({"Source": source, "Rank": rank, "Method": method,
-                         **{f"Dice {name}": f"{values[name]:.3f}" for name in CLASS_ORDER if name in values},
-                         "Gap to best": f"{values['mean'] - ranked['mean'].iloc[0]:+.3f}",
-                         "Needs": METHODS[method].needs if method in METHODS else ""})
-    return pd.DataFrame(rows)
+    for anatomy in _anatomies(dice):
+        for source, group in wide.loc[anatomy].groupby(level="source"):
+            ranked = group.droplevel("source").sort_values("mean", ascending=False)
+            for rank, (method, values) in enumerate(ranked.iterrows(), start=1):
+                rows.append({"Anatomy": anatomy, "Source": source, "Rank": rank, "Method": method,
+                             **{f"Dice {name}": f"{values[name]:.3f}" for name in CLASS_ORDER if name in values},
+                             "Gap to best": f"{values['mean'] - ranked['mean'].iloc[0]:+.3f}",
+                             "Needs": METHODS[method].needs if method in METHODS else ""})
+    return _drop_blank_anatomy(pd.DataFrame(rows))
 
 
 def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
@@ -158,26 +186,27 @@ def _save(figure: Figure, out_path: str | Path, rect: tuple[float, ...] = (0, 0,
 
 
 def plot_dice(long_df: pd.DataFrame, out_path: str | Path) -> Path:
-    """Box plots with the per-subject points: Dice per class (x) and method (colour), a panel per source."""
+    """Box plots with the per-subject points: Dice per class (x) and method (colour), a panel per source
+    (and anatomy, where given)."""
     dice = _normalise(long_df)
     dice = dice[(dice["metric"] == "dice") & dice["value"].notna()]
     if dice.empty:
         raise InputError("metrics table: no Dice values to plot")
-    sources = sorted(dice["source"].unique())
+    panels = [(anatomy, source) for anatomy in _anatomies(dice) for source in sorted(dice["source"].unique())]
     methods = _ordered_methods(dice["method"])
     classes = [name for name in CLASS_ORDER if name in set(dice["class"])]
     width = 0.8 / len(methods)
     jitter = np.random.default_rng(0)  # fixed, so the figure is reproducible
     colours = colormaps["tab10" if len(methods) <= 10 else "tab20"].colors
     legend_rows = -(-len(methods) // 6)
-    figure = Figure(figsize=((3 + 0.25 * len(methods)) * len(sources), 4 + 0.25 * legend_rows))
-    axes = figure.subplots(1, len(sources), sharey=True, squeeze=False)[0]
-    for ax, source in zip(axes, sources):
+    figure = Figure(figsize=((3 + 0.25 * len(methods)) * len(panels), 4 + 0.25 * legend_rows))
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (anatomy, source) in zip(axes, panels):
+        panel = dice[(dice["anatomy"] == anatomy) & (dice["source"] == source)]
         for m, method in enumerate(methods):
             colour = colours[m]
             for c, name in enumerate(classes):
-                values = dice.loc[(dice["source"] == source) & (dice["method"] == method)
-                                  & (dice["class"] == name), "value"].to_numpy()
+                values = panel.loc[(panel["method"] == method) & (panel["class"] == name), "value"].to_numpy()
                 if values.size == 0:
                     continue
                 x = c - 0.4 + width * (m + 0.5)
@@ -189,7 +218,7 @@ def plot_dice(long_df: pd.DataFrame, out_path: str | Path) -> Path:
         ax.set_xticks(range(len(classes)), classes)
         ax.set_xlim(-0.5, len(classes) - 0.5)
         ax.set_ylim(0, 1.02)  # the full Dice range, so that figures compare at a glance
-        ax.set_title(f"Source contrast {source}")
+        ax.set_title(f"Source contrast {source}" + (f"\n{anatomy} anatomy" if anatomy else ""))
         ax.set_xlabel("Tissue class")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Dice")
@@ -406,10 +435,14 @@ def write_contrast_dice(
     return table
 
 
-def write_tables_from_csv(metrics: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Concatenate per-method long CSVs and write the long, summary and Markdown tables."""
-    long_df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["NaN", "nan"]) for path in metrics])
-    return write_tables(long_df, out_dir)
+def write_tables_from_csv(
+    metrics: Sequence[str | Path], out_dir: str | Path, anatomies: Mapping[str, str] | None = None
+) -> dict[str, Path]:
+    """Concatenate per-method long CSVs and write the long, summary and Markdown tables; `anatomies`
+    (subject -> anatomy, where the cohort has a held-out anatomy) splits every row by anatomy."""
+    long_df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["NaN", "nan"], dtype={"subject": str})
+                         for path in metrics])
+    return write_tables(tag_anatomy(long_df, anatomies) if anatomies else long_df, out_dir)
 
 
 def make_figure(kind: str, inputs: Sequence[str], out_path: str | Path, subject: str | None = None) -> Path:

@@ -72,15 +72,22 @@ def brain_mask_from_tissue(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def load_template(voxel_mm: float = 1.0) -> Template:
-    """The template at an integer multiple of 1 mm (2.0 -> 2 mm by block averaging)."""
+def load_template(voxel_mm: float = 1.0, maps: Path | None = None) -> Template:
+    """The template at an integer multiple of 1 mm (2.0 -> 2 mm by block averaging); with `maps`, a
+    held-out anatomy's GM and WM maps at voxel_mm instead (anatomy.write_tissue_maps)."""
     factor = int(round(voxel_mm))
     if factor < 1 or abs(factor - voxel_mm) > 1e-6:
         raise ValueError(f"voxel_mm must be a whole number of millimetres, got {voxel_mm}")
-    images = {name: _load(name) for name in ("gm", "wm")}
-    (gm, affine), (wm, _) = (
-        block_average(np.asarray(img.dataobj, dtype=np.float32) / 255.0, img.affine, factor) for img in images.values()
-    )
+    if maps is None:
+        images = {name: _load(name) for name in ("gm", "wm")}
+        (gm, affine), (wm, _) = (
+            block_average(np.asarray(img.dataobj, dtype=np.float32) / 255.0, img.affine, factor)
+            for img in images.values()
+        )
+    else:
+        from .anatomy import read_tissue_maps
+
+        gm, wm, affine = read_tissue_maps(maps, factor)
     brain = brain_mask_from_tissue(gm, wm)
     outside = ndimage.distance_transform_edt(~brain, sampling=factor)
     inside = ndimage.distance_transform_edt(brain, sampling=factor)

@@ -220,3 +220,11 @@ def test_split_is_reproducible_and_disjoint():
     assert split != split_subjects(subjects, 3, seed=5)
     with pytest.raises(InputError, match="split.n_test"):
         split_subjects(subjects, 10, seed=0)
+
+
+def test_held_out_subjects_are_always_test_subjects():
+    subjects = [f"{i:02d}" for i in range(1, 11)]
+    split = split_subjects(subjects, 2, seed=0, held_out=["colin02", "colin01"])
+    assert split.test[-2:] == ["colin01", "colin02"] and len(split.test) == 4
+    assert split.test[:2] == split_subjects(subjects, 2, seed=0).test  # the same template subjects
+    assert not {"colin01", "colin02"} & set(split.train)

@@ -18,6 +18,7 @@ from midiffusion.report import (
     plot_translation_grid,
     segmentation_dice_tables,
     summarise,
+    tag_anatomy,
     verdict_table,
     write_tables,
 )
@@ -245,3 +246,19 @@ def test_verdict_ranks_zero_shot_roads_per_source():
         assert rows["Gap to best"].tolist() == ["+0.000", "-0.200", "-0.400"]
         assert rows["Dice mean"].iloc[0] == "0.700"  # mean over s1 (0.6) and s2 (0.8)
     assert verdict.loc[verdict["Method"] == "midiffusion", "Needs"].iloc[0].startswith("target images")
+
+
+def test_held_out_anatomy_gets_its_own_rows(tmp_path):
+    """Would catch held-out subjects averaged with the training anatomy's, or a subject left untagged."""
+    frame = tag_anatomy(_long_frame(), {"s1": "icbm152_2009a", "s2": "colin27"})
+    summary = summarise(frame)
+    dice = summary[(summary["metric"] == "dice") & (summary["class"] == "mean") & (summary["method"] == "midiffusion")]
+    assert dice.groupby("anatomy")["mean"].first().to_dict() == pytest.approx({"icbm152_2009a": 0.6, "colin27": 0.8})
+    assert summary["anatomy"].iloc[0] == "icbm152_2009a"  # the training anatomy's rows first
+    lines = markdown_table(frame).splitlines()
+    assert lines[0].split("|")[1].strip() == "Anatomy" and "colin27" in lines[-1]
+    verdict = verdict_table(frame)
+    assert verdict.groupby(["Anatomy", "Source"]).size().tolist() == [3, 3, 3, 3]
+    _assert_png(plot_dice(frame, tmp_path / "dice.png"))
+    with pytest.raises(InputError, match=r"no anatomy given for subjects \['s2'\]"):
+        tag_anatomy(_long_frame(), {"s1": "colin27"})

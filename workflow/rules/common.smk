@@ -8,6 +8,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from midiffusion.anatomy import held_out_subjects, subject_anatomies
 from midiffusion.cohort import checked_cohort, find_subjects, phantom_subjects, split_subjects
 from midiffusion.config import check_config
 from midiffusion.layout import bids_image, nnunet_model_dir
@@ -29,7 +30,10 @@ PHANTOM = DATA["layout"] == "phantom"
 TEMPLATE_REGISTERED = config["preprocess"]["brain_extraction"] == "template"
 
 if PHANTOM:
-    ALL_SUBJECTS = phantom_subjects(config["phantom"]["n_subjects"])
+    # Test subjects of a held-out anatomy (anatomy.py) besides the template's: an InputError now if it is not installed.
+    HELD_OUT_ANATOMY = config["phantom"]["held_out_anatomy"]
+    HELD_OUT = held_out_subjects(HELD_OUT_ANATOMY, config["phantom"]["n_held_out"])
+    ALL_SUBJECTS = phantom_subjects(config["phantom"]["n_subjects"]) + HELD_OUT
     IMAGES = {s: {c: bids_image(DATA["root"], s, c) for c in CONTRASTS} for s in ALL_SUBJECTS}
 else:
     # Every image is opened now, before any job: all bad files are listed at once (verdicts cached).
@@ -41,9 +45,15 @@ else:
         print(note, file=sys.stderr)
     IMAGES = COHORT.images
     ALL_SUBJECTS = sorted(IMAGES)
+    HELD_OUT_ANATOMY, HELD_OUT = None, []
 check_config(config, ALL_SUBJECTS)  # every typed section, before any job: a bad value names its key
 SUBJECTS = [s for s in ALL_SUBJECTS if s in set(DATA["subjects"])] if DATA["subjects"] else ALL_SUBJECTS
-SPLIT = split_subjects(SUBJECTS, config["split"]["n_test"], config["split"]["seed"])
+SPLIT = split_subjects(
+    [s for s in SUBJECTS if s not in HELD_OUT], config["split"]["n_test"], config["split"]["seed"],
+    held_out=[s for s in SUBJECTS if s in HELD_OUT],
+)
+# Tables report the held-out anatomy's subjects as separate rows.
+ANATOMIES = subject_anatomies(HELD_OUT_ANATOMY, HELD_OUT, SPLIT.test) if HELD_OUT else {}
 METHODS_RUN = config["methods"]
 SEGMENTERS_RUN = list(dict.fromkeys(METHODS[m].segmenter for m in METHODS_RUN))
 TRAINERS = {s: trainer_name(s, config["nnunet"]["trainer"]) for s in SEGMENTERS_RUN}  # one schedule for all
@@ -71,6 +81,13 @@ wildcard_constraints:
     trainer="|".join({NNUNET["trainer"], *TRAINERS.values()}),  # the supervised bound uses the target's
     dataset="|".join(NNUNET_DATASETS.values()),
     case=f"sub-[A-Za-z0-9]+(_({'|'.join(SOURCES)}))?",
+
+
+def anatomy_maps(wildcards):
+    """A held-out phantom subject's anatomy maps (rule anatomy); none for the template's subjects."""
+    if wildcards.subject not in HELD_OUT:
+        return []
+    return f"results/anatomy/{HELD_OUT_ANATOMY}_{config['phantom']['voxel_mm']}mm.nii.gz"
 
 
 def preprocessed(subject, name):

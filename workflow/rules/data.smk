@@ -1,7 +1,30 @@
 # Cohort (phantom) and preprocessing (N4, brain extraction, registration, normalisation).
 
 
+rule anatomy:
+    output:
+        "results/anatomy/{anatomy}_{voxel_mm}mm.nii.gz",
+    wildcard_constraints:
+        anatomy="[a-z0-9]+",
+        voxel_mm="[0-9]+",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    log:
+        "logs/anatomy/{anatomy}_{voxel_mm}mm.log",
+    benchmark:
+        "benchmarks/anatomy/{anatomy}_{voxel_mm}mm.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} midiffusion anatomy --name {wildcards.anatomy} "
+        "--voxel-mm {wildcards.voxel_mm} --out {output} > {log} 2>&1"
+
+
 rule cohort:
+    input:
+        anatomy_maps=anatomy_maps,
     output:
         images=[str(bids_image(DATA["root"], "{subject}", c)) for c in CONTRASTS],
         labels=str(bids_image(DATA["root"], "{subject}", "dseg")),
@@ -15,6 +38,7 @@ rule cohort:
         seed=config["phantom"]["seed"],
         head="" if config["phantom"]["with_head"] else "--no-head",
         qc_dir=lambda wildcards, output: Path(output.qc).parent,
+        anatomy=lambda wildcards, input: f"--anatomy-maps {input.anatomy_maps}" if input.anatomy_maps else "",
     threads: 1
     resources:
         mem_mb=2000,
@@ -28,7 +52,7 @@ rule cohort:
     shell:
         "midiffusion phantom --root {params.root} --subject {wildcards.subject} "
         "--voxel-mm {params.voxel_mm} --target {params.target} --sources {params.sources} "
-        "--seed {params.seed} {params.head} --qc-dir {params.qc_dir} > {log} 2>&1"
+        "--seed {params.seed} {params.head} {params.anatomy} --qc-dir {params.qc_dir} > {log} 2>&1"
 
 
 rule preprocess:

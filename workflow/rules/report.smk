@@ -80,6 +80,7 @@ rule tables:
         verdict=report("results/tables/verdict.md", caption="../report/verdict.rst", category="Results"),
     params:
         out_dir=lambda wildcards, output: Path(output.long).parent,
+        anatomy=("--anatomy " + " ".join(f"{s}={a}" for s, a in ANATOMIES.items())) if ANATOMIES else "",
     threads: 1
     resources:
         mem_mb=1000,
@@ -91,7 +92,7 @@ rule tables:
     conda:
         "../../envs/report.yaml"
     shell:
-        "midiffusion tables --metrics {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "midiffusion tables --metrics {input} --out-dir {params.out_dir} {params.anatomy} > {log} 2>&1"
 
 
 rule figure_dice:
