@@ -1,0 +1,362 @@
+"""Fidelity levers of issue 16 (item 2) on a finished default run: which sampler setting makes the
+translations follow the source more closely, on the training anatomy and on held-out anatomy.
+
+Each variant of VARIANTS is a set of `sampling` settings (config.SamplingConfig: an SDEdit start from a
+zero-shot intensity map noised to start_t0, LMI gradient guidance, the guidance scale, averaging
+samples). For each variant and test case (subject x source contrast) the run's model translates the
+source (one sample unless the variant says otherwise, the default seed), timed: seconds per slice is
+the wall time of the translation, model loading included, over the subject's brain slices. Then the
+run's target nnU-Net segments every image in ONE prediction (its start-up is paid once), without
+mirroring as the workflow does, and every case is scored as the workflow scores it (corr and SSIM
+inside the brain mask against the real target, Dice of the segmentation against the labels).
+Reference rows, not translated here: the run's own images of REFERENCES (the intensity maps a lever
+must beat and midiffusion as the workflow made it); their seconds per slice come from the workflow's
+benchmark files where present (its threads, not one).
+
+Translations, segmentations and scores are cached in --work and reused when newer than their inputs,
+so a rerun after an interruption continues, and adding subjects or variants computes only what is new.
+Writes one row per variant and case (--out-csv), the means over subjects as Markdown (--out-md) and a
+figure (--figure): corr against Dice per variant, and Dice and corr against the SDEdit start's t0.
+Usage: python scripts/fidelity_levers.py [--run results] [--subjects 08 colin01] [--variants default ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from midiffusion.anatomy import HELD_OUT_HEADS, TRAINING_ANATOMY
+from midiffusion.config import SamplingConfig
+from midiffusion.io import InputError, atomic_path, load_volume
+from midiffusion.layout import TISSUE_LABELS
+from midiffusion.metrics import evaluate_case
+from midiffusion.segment import NnunetDirs, segment_volumes
+from midiffusion.slices import slice_geometry
+from midiffusion.translate import translate_volume
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A lever setting: its name in the tables and the `sampling` keys it changes from the defaults."""
+
+    name: str
+    settings: Mapping[str, Any]
+
+    def config(self) -> SamplingConfig:
+        return dataclasses.replace(SamplingConfig(), **self.settings)
+
+
+VARIANTS = [
+    Variant("default", {}),  # noise start: midiffusion as the workflow makes it, timed here
+    Variant("sdedit_atlas_t0.3", {"start": "atlas_map", "start_t0": 0.3}),
+    Variant("sdedit_atlas_t0.5", {"start": "atlas_map", "start_t0": 0.5}),
+    Variant("sdedit_atlas_t0.7", {"start": "atlas_map", "start_t0": 0.7}),
+    Variant("sdedit_invert_t0.5", {"start": "invert", "start_t0": 0.5}),
+    Variant("lmi_grad_0.03", {"lmi_gradient_scale": 0.03}),
+    Variant("lmi_grad_0.1", {"lmi_gradient_scale": 0.1}),
+    Variant("sdedit_atlas_t0.5+lmi_grad_0.1", {"start": "atlas_map", "start_t0": 0.5, "lmi_gradient_scale": 0.1}),
+    Variant("guidance_3", {"guidance_scale": 3.0}),
+    Variant("samples_3", {"n_samples": 3}),
+]
+# The run's own images scored beside the levers: the best zero-shot intensity maps (#7) and midiffusion.
+REFERENCES = ("invert", "atlas_map", "midiffusion")
+SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples")
+CLASSES = tuple(TISSUE_LABELS)  # CSF, GM, WM
+COLUMNS = ["variant", "kind", "anatomy", "subject", "source", *SETTINGS, "corr", "ssim", "psnr", "dice",
+           *(f"dice_{c}" for c in CLASSES), "seconds_per_slice"]
+TARGET = "T1w"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test case: a subject's source contrast, with the run's files it needs."""
+
+    subject: str  # sub-<id>
+    source: str
+    run: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.subject}_{self.source}"
+
+    def preprocessed(self, name: str) -> Path:
+        return self.run / "preprocessed" / self.subject / f"{name}.nii.gz"
+
+    def method_image(self, method: str) -> Path:
+        return self.run / "methods" / method / f"{self.name}.nii.gz"
+
+    def missing(self, methods: set[str]) -> list[Path]:
+        """The run's files this case lacks for the given reference or start methods."""
+        paths = [self.preprocessed(n) for n in (f"{self.source}_norm", f"{TARGET}_norm", "brainmask", "labels")]
+        return [path for path in paths + [self.method_image(m) for m in sorted(methods)] if not path.exists()]
+
+
+def anatomy_of(subject: str) -> str:
+    """The anatomy a phantom subject was rendered from, by its id (anatomy.held_out_subjects)."""
+    bare = subject.removeprefix("sub-")
+    return next((name for name, head in HELD_OUT_HEADS.items() if bare.startswith(head.id_prefix)), TRAINING_ANATOMY)
+
+
+def test_subjects(run: Path, dirs: NnunetDirs, dataset_id: int) -> list[str]:
+    """The preprocessed subjects that the target nnU-Net does not train on."""
+    (raw,) = dirs.raw.glob(f"Dataset{dataset_id:03d}_*")
+    training = {path.name.removesuffix("_0000.nii.gz") for path in (raw / "imagesTr").glob("*_0000.nii.gz")}
+    return sorted(p.name for p in (run / "preprocessed").glob("sub-*") if p.is_dir() and p.name not in training)
+
+
+def sidecar(path: Path) -> Path:
+    """The JSON beside a .nii.gz file (sub-08_T2w.nii.gz -> sub-08_T2w.json)."""
+    return path.with_name(path.name.removesuffix(".nii.gz") + ".json")
+
+
+def fresh(path: Path, *inputs: Path) -> bool:
+    """`path` exists and is no older than any of `inputs`."""
+    return path.exists() and all(path.stat().st_mtime >= i.stat().st_mtime for i in inputs)
+
+
+def translate_case(variant: Variant, case: Case, model: Path, work: Path) -> tuple[Path, bool]:
+    """The variant's translation of the case (cached in work/images), with its timing beside it as JSON.
+    Returns (image path, whether it was computed now)."""
+    config = variant.config()
+    image = work / "images" / variant.name / f"{case.name}.nii.gz"
+    timing = sidecar(image)
+    start = None if config.start == "noise" else case.method_image(config.start)
+    inputs = [model, case.preprocessed(f"{case.source}_norm")] + ([start] if start else [])
+    if fresh(image, *inputs) and fresh(timing, image):
+        return image, False
+    began = time.perf_counter()
+    translate_volume(model, case.preprocessed("brainmask"), image, source_path=case.preprocessed(f"{case.source}_norm"),
+                     start_path=start, config=config, device="cpu")
+    seconds = time.perf_counter() - began
+    slices = brain_slices(case.preprocessed("brainmask"))
+    with atomic_path(timing) as tmp:
+        tmp.write_text(json.dumps({"seconds": seconds, "slices": slices, "settings": dict(variant.settings)}))
+    return image, True
+
+
+def brain_slices(mask_path: Path) -> int:
+    """Axial slices holding brain: those the translation samples (slices.slice_geometry)."""
+    return len(slice_geometry(load_volume(mask_path).data > 0, 1).z_indices)
+
+
+def reference_seconds_per_slice(run: Path, method: str, case: Case) -> float:
+    """The workflow's benchmark seconds of a reference image over the brain slices, NaN without one."""
+    kind = "translate" if method == "midiffusion" else "baseline"
+    tsv = run.resolve().parent / "benchmarks" / kind / method / f"{case.name}.tsv"
+    if not tsv.exists():
+        return float("nan")
+    return float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]) / brain_slices(case.preprocessed("brainmask"))
+
+
+def score(case: Case, image: Path, segmentation: Path, cache: Path) -> dict[str, float]:
+    """corr, SSIM, PSNR and Dice (mean and per class) of one image, cached as JSON beside the segmentation."""
+    if fresh(cache, image, segmentation):
+        return json.loads(cache.read_text())
+    metrics = evaluate_case(segmentation, case.preprocessed("labels"), image, case.preprocessed(f"{TARGET}_norm"),
+                            case.preprocessed("brainmask"))
+    scores = {"corr": metrics["corr"], "ssim": metrics["ssim"], "psnr": metrics["psnr"],
+              "dice": metrics["dice"]["mean"], **{f"dice_{c}": metrics["dice"][c] for c in CLASSES}}
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps(scores))
+    return scores
+
+
+def settings_of(config: SamplingConfig | None) -> dict[str, Any]:
+    if config is None:
+        return {key: np.nan for key in SETTINGS}
+    return {key: getattr(config, key) for key in SETTINGS}
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over subjects per (variant, anatomy, source): the training anatomy first, then held-out
+    anatomy; T2w before PDw; references, then the variants in the table's order."""
+    order = {name: i for i, name in enumerate(dict.fromkeys(table["variant"]))}
+    metrics = ["corr", "ssim", "dice", *(f"dice_{c}" for c in CLASSES), "seconds_per_slice"]
+    grouped = table.groupby(["anatomy", "source", "variant"], sort=False)
+    means = grouped[metrics].mean().join(grouped["subject"].nunique().rename("n")).reset_index()
+    means = means.assign(_anatomy=means["anatomy"] != TRAINING_ANATOMY, _source=means["source"] != "T2w",
+                         _variant=means["variant"].map(order))
+    means = means.sort_values(["_anatomy", "anatomy", "_source", "source", "_variant"])
+    return means.drop(columns=["_anatomy", "_source", "_variant"]).reset_index(drop=True)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The means table, then Dice and corr per variant with a column per anatomy and source."""
+    means = summary(table)
+    shown = means.rename(columns={"ssim": "SSIM", "dice": "Dice", "seconds_per_slice": "s/slice",
+                                  **{f"dice_{c}": f"Dice {c}" for c in CLASSES}})
+    text = [
+        "# Fidelity levers (issue 16)\n",
+        "Mean over the n test subjects of each anatomy; one sample per case unless the variant averages "
+        "more (default seed). corr and SSIM inside the brain mask against the real T1w; Dice of the run's "
+        "T1w nnU-Net (no mirroring) against the true labels, mean of CSF, GM and WM. s/slice: wall seconds "
+        "of the translation on one CPU thread over the brain slices; for the reference rows, the workflow's "
+        "benchmark (its threads). Made by scripts/fidelity_levers.py.\n",
+        shown.to_markdown(index=False, floatfmt=".3f"),
+    ]
+    order = list(dict.fromkeys(means["variant"]))
+    for metric, title in (("dice", "Dice"), ("corr", "corr")):
+        pivot = means.pivot_table(index="variant", columns=["anatomy", "source"], values=metric, sort=False)
+        pivot = pivot.reindex(order)
+        pivot.columns = [f"{a} {s}" for a, s in pivot.columns]
+        text += [f"\n## {title} per variant\n", pivot.reset_index().to_markdown(index=False, floatfmt=".3f")]
+    return "\n".join(text) + "\n"
+
+
+def sdedit_curve(table: pd.DataFrame) -> pd.DataFrame:
+    """Means per (anatomy, source, t0) along the atlas_map SDEdit start with the other settings at their
+    defaults: t0 = 0 is the atlas_map image itself, t0 = 1 the noise start (the default variant)."""
+    default = SamplingConfig()
+    levers = table[table["kind"] == "lever"]
+    others = ((levers["lmi_gradient_scale"] == default.lmi_gradient_scale)
+              & (levers["guidance_scale"] == default.guidance_scale) & (levers["eta"] == default.eta)
+              & (levers["n_samples"] == default.n_samples))
+    points = pd.concat([
+        table[(table["kind"] == "reference") & (table["variant"] == "atlas_map")].assign(start_t0=0.0),
+        levers[others & (levers["start"] == "atlas_map")],
+        levers[others & (levers["start"] == "noise")].assign(start_t0=1.0),
+    ])
+    return points.groupby(["anatomy", "source", "start_t0"])[["dice", "corr"]].mean().reset_index()
+
+
+def plot(table: pd.DataFrame, out_path: Path) -> Path:
+    """Left: corr against Dice per variant (one marker per anatomy and source mean: the anatomy's shape,
+    T2w filled, PDw hollow). Middle and right: Dice and corr against the SDEdit start's t0."""
+    means = summary(table)
+    variants = list(dict.fromkeys(means["variant"]))
+    anatomies = sorted(means["anatomy"].unique(), key=lambda a: (a != TRAINING_ANATOMY, a))
+    shapes = dict(zip(anatomies, "o^sDv"))
+    palette = colormaps["tab10" if len(variants) <= 10 else "tab20"].colors
+    colours = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
+    figure = Figure(figsize=(17, 5.5))
+    left, legend, middle, right = figure.subplots(1, 4, gridspec_kw={"width_ratios": [1.5, 0.35, 1, 1]})
+    legend.axis("off")
+    for row in means.itertuples():
+        filled = row.source == "T2w"
+        left.plot(row.corr, row.dice, shapes[row.anatomy], color=colours[row.variant], markersize=8,
+                  markerfacecolor=colours[row.variant] if filled else "none", markeredgewidth=1.5)
+    left.set(xlabel="corr with the real T1w (brain)", ylabel="Dice (T1w nnU-Net)", title="Per method and lever")
+    left.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colours[v], marker="o", linestyle="", label=v) for v in variants]
+    handles += [Line2D([], [], color="grey", marker=shapes[a], linestyle="", label=a) for a in anatomies]
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="", label="T2w"),
+                Line2D([], [], color="grey", marker="o", markerfacecolor="none", linestyle="", label="PDw")]
+    legend.legend(handles=handles, fontsize="small", loc="center", frameon=False)
+    curve = sdedit_curve(table)
+    lines = sorted(curve.groupby(["anatomy", "source"]).groups, key=lambda k: (anatomies.index(k[0]), k[1] != "T2w"))
+    for i, (anatomy, source) in enumerate(lines):
+        group = curve[(curve["anatomy"] == anatomy) & (curve["source"] == source)]
+        style = {"color": f"C{i}", "marker": shapes[anatomy], "label": f"{anatomy} {source}",
+                 "linestyle": "-" if source == "T2w" else "--"}
+        middle.plot(group["start_t0"], group["dice"], **style)
+        right.plot(group["start_t0"], group["corr"], **style)
+    for ax, label in ((middle, "Dice (T1w nnU-Net)"), (right, "corr with the real T1w")):
+        ax.set(xlabel="SDEdit start t0 (0 = atlas_map, 1 = noise)", ylabel=label,
+               title=f"{label.split(' ')[0]} along the atlas_map start", xlim=(-0.05, 1.05))
+        ax.grid(alpha=0.3)
+    right.legend(fontsize="small")
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    with atomic_path(out_path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    return out_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("results"), help="a finished default run's results folder")
+    parser.add_argument("--subjects", nargs="+", help="ids (08, colin01; default: the test subjects)")
+    parser.add_argument("--sources", nargs="+", default=["T2w", "PDw"])
+    parser.add_argument("--variants", nargs="+", help=f"a subset of {[v.name for v in VARIANTS]}")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fidelity_levers",
+                        help="cache of translations, segmentations and scores")
+    parser.add_argument("--dataset-id", type=int, default=501)
+    parser.add_argument("--trainer", default="nnUNetTrainer_midiffusion_quick")
+    parser.add_argument("--configuration", default="2d")
+    parser.add_argument("--out-csv", type=Path, default=Path("results/tables/fidelity_levers.csv"))
+    parser.add_argument("--out-md", type=Path, default=Path("results/tables/fidelity_levers.md"))
+    parser.add_argument("--figure", type=Path, default=Path("results/figures/fidelity_levers.png"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    known = {v.name: v for v in VARIANTS}
+    unknown = sorted(set(args.variants or []) - set(known))
+    if unknown:
+        raise InputError(f"--variants: unknown {unknown}; expected some of {list(known)}")
+    variants = [known[name] for name in args.variants] if args.variants else VARIANTS
+    dirs = NnunetDirs(args.run / "nnunet")
+    model = args.run / "diffusion" / "model.pt"
+    subjects = [f"sub-{s.removeprefix('sub-')}" for s in args.subjects] if args.subjects else \
+        test_subjects(args.run, dirs, args.dataset_id)
+    starts = {v.config().start for v in variants} - {"noise"}
+    cases = []
+    for case in (Case(subject, source, args.run) for subject in subjects for source in args.sources):
+        missing = case.missing(set(REFERENCES) | starts)
+        if missing:
+            print(f"skip {case.name}: missing {', '.join(map(str, missing))}", flush=True)
+        else:
+            cases.append(case)
+    if not cases:
+        raise InputError("no test case has all its inputs")
+
+    images: dict[tuple[str, Case], Path] = {}
+    jobs = [(v, c) for v in variants for c in cases]
+    for k, (variant, case) in enumerate(jobs, 1):
+        image, computed = translate_case(variant, case, model, args.work)
+        images[variant.name, case] = image
+        timing = json.loads(sidecar(image).read_text())
+        print(f"[{k}/{len(jobs)}] {variant.name} {case.name}: {'translated' if computed else 'cached'}, "
+              f"{timing['seconds']:.0f} s, {timing['seconds'] / timing['slices']:.2f} s/slice", flush=True)
+    for method in REFERENCES:
+        images.update({(method, case): case.method_image(method) for case in cases})
+
+    segmentations = {key: args.work / "segmentations" / key[0] / f"{key[1].name}.nii.gz" for key in images}
+    todo = [(images[key], segmentations[key]) for key in images if not fresh(segmentations[key], images[key])]
+    if todo:
+        print(f"segmenting {len(todo)} images in one nnU-Net run", flush=True)
+        began = time.perf_counter()
+        segment_volumes(dirs, args.dataset_id, todo, configuration=args.configuration, trainer=args.trainer,
+                        device="cpu", num_processes=1, mirroring=False)
+        print(f"segmented in {time.perf_counter() - began:.0f} s", flush=True)
+
+    rows = []
+    for method in REFERENCES:
+        for case in cases:
+            key = (method, case)
+            rows.append({"variant": method, "kind": "reference", "anatomy": anatomy_of(case.subject),
+                         "subject": case.subject, "source": case.source,
+                         **settings_of(SamplingConfig() if method == "midiffusion" else None),
+                         **score(case, images[key], segmentations[key], sidecar(segmentations[key])),
+                         "seconds_per_slice": reference_seconds_per_slice(args.run, method, case)})
+    for variant, case in jobs:
+        key = (variant.name, case)
+        timing = json.loads(sidecar(images[key]).read_text())
+        rows.append({"variant": variant.name, "kind": "lever", "anatomy": anatomy_of(case.subject),
+                     "subject": case.subject, "source": case.source, **settings_of(variant.config()),
+                     **score(case, images[key], segmentations[key], sidecar(segmentations[key])),
+                     "seconds_per_slice": timing["seconds"] / timing["slices"]})
+    table = pd.DataFrame(rows, columns=COLUMNS).assign(machine=f"{os.cpu_count()} cpus, 1 thread")
+    with atomic_path(args.out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_path(args.out_md) as tmp:
+        tmp.write_text(markdown(table))
+    plot(table, args.figure)
+    print(summary(table).to_string(float_format=lambda x: f"{x:.3f}"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
