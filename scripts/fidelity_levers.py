@@ -45,6 +45,8 @@ from midiffusion.config import SamplingConfig
 from midiffusion.io import InputError, atomic_path, load_volume
 from midiffusion.layout import TISSUE_LABELS
 from midiffusion.metrics import evaluate_case
+from midiffusion.model import load_model
+from midiffusion.schedule import DDPMSchedule
 from midiffusion.segment import NnunetDirs, segment_volumes
 from midiffusion.slices import slice_geometry
 from midiffusion.translate import translate_volume
@@ -63,22 +65,30 @@ class Variant:
 
 VARIANTS = [
     Variant("default", {}),  # noise start: midiffusion as the workflow makes it, timed here
+    # SDEdit: the zero-shot map noised to t0 (a fraction of T), then the default sampler from there.
+    # t0 = 0 runs no step: the map through the slice grid and back, what the sampler starts from.
+    Variant("sdedit_atlas_t0.0", {"start": "atlas_map", "start_t0": 0.0}),
+    Variant("sdedit_atlas_t0.1", {"start": "atlas_map", "start_t0": 0.1}),
+    Variant("sdedit_atlas_t0.2", {"start": "atlas_map", "start_t0": 0.2}),
     Variant("sdedit_atlas_t0.3", {"start": "atlas_map", "start_t0": 0.3}),
     Variant("sdedit_atlas_t0.5", {"start": "atlas_map", "start_t0": 0.5}),
     Variant("sdedit_atlas_t0.7", {"start": "atlas_map", "start_t0": 0.7}),
     Variant("sdedit_invert_t0.5", {"start": "invert", "start_t0": 0.5}),
+    Variant("sdedit_atlas_t0.5_eta0", {"start": "atlas_map", "start_t0": 0.5, "eta": 0.0}),
+    # LMI gradient guidance: the RMS change of the predicted x0 per step. On one case (sub-08 T2w, 24
+    # slices) 0.01-0.03 left corr as it was (+0.003), 0.1 lowered it by 0.01 and 0.3 by 0.1.
     Variant("lmi_grad_0.03", {"lmi_gradient_scale": 0.03}),
     Variant("lmi_grad_0.1", {"lmi_gradient_scale": 0.1}),
-    Variant("sdedit_atlas_t0.5+lmi_grad_0.1", {"start": "atlas_map", "start_t0": 0.5, "lmi_gradient_scale": 0.1}),
+    Variant("sdedit_atlas_t0.5+lmi_grad_0.03", {"start": "atlas_map", "start_t0": 0.5, "lmi_gradient_scale": 0.03}),
     Variant("guidance_3", {"guidance_scale": 3.0}),
-    Variant("samples_3", {"n_samples": 3}),
+    Variant("samples_3", {"n_samples": 3}),  # the mean of 3 samples
 ]
 # The run's own images scored beside the levers: the best zero-shot intensity maps (#7) and midiffusion.
 REFERENCES = ("invert", "atlas_map", "midiffusion")
 SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples")
 CLASSES = tuple(TISSUE_LABELS)  # CSF, GM, WM
 COLUMNS = ["variant", "kind", "anatomy", "subject", "source", *SETTINGS, "corr", "ssim", "psnr", "dice",
-           *(f"dice_{c}" for c in CLASSES), "seconds_per_slice"]
+           *(f"dice_{c}" for c in CLASSES), "unet_calls", "seconds_per_slice", "load"]
 TARGET = "T1w"
 
 
@@ -101,7 +111,7 @@ class Case:
         return self.run / "methods" / method / f"{self.name}.nii.gz"
 
     def missing(self, methods: set[str]) -> list[Path]:
-        """The run's files this case lacks for the given reference or start methods."""
+        """The run's files this case lacks: its preprocessed images and the given methods' (SDEdit starts)."""
         paths = [self.preprocessed(n) for n in (f"{self.source}_norm", f"{TARGET}_norm", "brainmask", "labels")]
         return [path for path in paths + [self.method_image(m) for m in sorted(methods)] if not path.exists()]
 
@@ -145,8 +155,20 @@ def translate_case(variant: Variant, case: Case, model: Path, work: Path) -> tup
     seconds = time.perf_counter() - began
     slices = brain_slices(case.preprocessed("brainmask"))
     with atomic_path(timing) as tmp:
-        tmp.write_text(json.dumps({"seconds": seconds, "slices": slices, "settings": dict(variant.settings)}))
+        tmp.write_text(json.dumps({"seconds": seconds, "slices": slices, "load": os.getloadavg()[0],
+                                   "settings": dict(variant.settings)}))
     return image, True
+
+
+def unet_calls(config: SamplingConfig | None, schedule: DDPMSchedule) -> float:
+    """UNet evaluations per slice of a DDIM config (sampling.sample: the steps at or below the SDEdit
+    start, two per classifier-free guided step, times the samples); NaN for an image not sampled here."""
+    if config is None or config.sampler != "ddim":
+        return float("nan")
+    steps = schedule.ddim_timesteps(config.steps)
+    if config.start != "noise":
+        steps = steps[steps <= round(config.start_t0 * schedule.timesteps) - 1]
+    return len(steps) * (1 if config.guidance_scale == 1 else 2) * config.n_samples
 
 
 def brain_slices(mask_path: Path) -> int:
@@ -177,16 +199,19 @@ def score(case: Case, image: Path, segmentation: Path, cache: Path) -> dict[str,
 
 
 def settings_of(config: SamplingConfig | None) -> dict[str, Any]:
+    """The config's lever settings (start_t0 NaN for the noise start, which does not read it); NaN for
+    an image not sampled here."""
     if config is None:
         return {key: np.nan for key in SETTINGS}
-    return {key: getattr(config, key) for key in SETTINGS}
+    settings = {key: getattr(config, key) for key in SETTINGS}
+    return settings | ({"start_t0": np.nan} if config.start == "noise" else {})
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean over subjects per (variant, anatomy, source): the training anatomy first, then held-out
     anatomy; T2w before PDw; references, then the variants in the table's order."""
     order = {name: i for i, name in enumerate(dict.fromkeys(table["variant"]))}
-    metrics = ["corr", "ssim", "dice", *(f"dice_{c}" for c in CLASSES), "seconds_per_slice"]
+    metrics = ["corr", "ssim", "dice", *(f"dice_{c}" for c in CLASSES), "unet_calls", "seconds_per_slice"]
     grouped = table.groupby(["anatomy", "source", "variant"], sort=False)
     means = grouped[metrics].mean().join(grouped["subject"].nunique().rename("n")).reset_index()
     means = means.assign(_anatomy=means["anatomy"] != TRAINING_ANATOMY, _source=means["source"] != "T2w",
@@ -198,15 +223,17 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 def markdown(table: pd.DataFrame) -> str:
     """The means table, then Dice and corr per variant with a column per anatomy and source."""
     means = summary(table)
-    shown = means.rename(columns={"ssim": "SSIM", "dice": "Dice", "seconds_per_slice": "s/slice",
-                                  **{f"dice_{c}": f"Dice {c}" for c in CLASSES}})
+    shown = means.rename(columns={"ssim": "SSIM", "dice": "Dice", "unet_calls": "UNet calls",
+                                  "seconds_per_slice": "s/slice", **{f"dice_{c}": f"Dice {c}" for c in CLASSES}})
     text = [
         "# Fidelity levers (issue 16)\n",
         "Mean over the n test subjects of each anatomy; one sample per case unless the variant averages "
         "more (default seed). corr and SSIM inside the brain mask against the real T1w; Dice of the run's "
-        "T1w nnU-Net (no mirroring) against the true labels, mean of CSF, GM and WM. s/slice: wall seconds "
-        "of the translation on one CPU thread over the brain slices; for the reference rows, the workflow's "
-        "benchmark (its threads). Made by scripts/fidelity_levers.py.\n",
+        "T1w nnU-Net (no mirroring) against the true labels, mean of CSF, GM and WM. UNet calls: network "
+        "evaluations per slice, the exact cost (the LMI gradient adds an LMI backward per step besides). "
+        "s/slice: wall seconds of the translation, model loading included, on one CPU thread over the brain "
+        "slices, as loaded as the machine was (the CSV's machine and load columns): a rough cost. For the "
+        "reference rows, the workflow's own benchmark (its threads). Made by scripts/fidelity_levers.py.\n",
         shown.to_markdown(index=False, floatfmt=".3f"),
     ]
     order = list(dict.fromkeys(means["variant"]))
@@ -220,17 +247,14 @@ def markdown(table: pd.DataFrame) -> str:
 
 def sdedit_curve(table: pd.DataFrame) -> pd.DataFrame:
     """Means per (anatomy, source, t0) along the atlas_map SDEdit start with the other settings at their
-    defaults: t0 = 0 is the atlas_map image itself, t0 = 1 the noise start (the default variant)."""
+    defaults: t0 = 0 is the map through the slice grid (no step), t0 = 1 the noise start (the default)."""
     default = SamplingConfig()
     levers = table[table["kind"] == "lever"]
     others = ((levers["lmi_gradient_scale"] == default.lmi_gradient_scale)
               & (levers["guidance_scale"] == default.guidance_scale) & (levers["eta"] == default.eta)
               & (levers["n_samples"] == default.n_samples))
-    points = pd.concat([
-        table[(table["kind"] == "reference") & (table["variant"] == "atlas_map")].assign(start_t0=0.0),
-        levers[others & (levers["start"] == "atlas_map")],
-        levers[others & (levers["start"] == "noise")].assign(start_t0=1.0),
-    ])
+    points = pd.concat([levers[others & (levers["start"] == "atlas_map")],
+                        levers[others & (levers["start"] == "noise")].assign(start_t0=1.0)])
     return points.groupby(["anatomy", "source", "start_t0"])[["dice", "corr"]].mean().reset_index()
 
 
@@ -259,17 +283,20 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
     legend.legend(handles=handles, fontsize="small", loc="center", frameon=False)
     curve = sdedit_curve(table)
     lines = sorted(curve.groupby(["anatomy", "source"]).groups, key=lambda k: (anatomies.index(k[0]), k[1] != "T2w"))
+    levels = means[means["variant"] == "atlas_map"].set_index(["anatomy", "source"])
     for i, (anatomy, source) in enumerate(lines):
         group = curve[(curve["anatomy"] == anatomy) & (curve["source"] == source)]
-        style = {"color": f"C{i}", "marker": shapes[anatomy], "label": f"{anatomy} {source}",
-                 "linestyle": "-" if source == "T2w" else "--"}
-        middle.plot(group["start_t0"], group["dice"], **style)
-        right.plot(group["start_t0"], group["corr"], **style)
+        style = {"color": f"C{i}", "marker": shapes[anatomy], "linestyle": "-" if source == "T2w" else "--"}
+        for ax, metric in ((middle, "dice"), (right, "corr")):
+            ax.plot(group["start_t0"], group[metric], label=f"{anatomy} {source}", **style)
+            if (anatomy, source) in levels.index:  # the map at full resolution, before the grid
+                ax.axhline(levels.loc[(anatomy, source), metric], color=f"C{i}", linestyle=":", linewidth=1)
     for ax, label in ((middle, "Dice (T1w nnU-Net)"), (right, "corr with the real T1w")):
-        ax.set(xlabel="SDEdit start t0 (0 = atlas_map, 1 = noise)", ylabel=label,
-               title=f"{label.split(' ')[0]} along the atlas_map start", xlim=(-0.05, 1.05))
+        ax.set(xlabel="SDEdit t0 (0: the map through the grid, 1: noise)", ylabel=label,
+               title=f"{label.split(' ')[0]}, SDEdit from atlas_map", xlim=(-0.05, 1.05))
         ax.grid(alpha=0.3)
-    right.legend(fontsize="small")
+    dotted = Line2D([], [], color="grey", linestyle=":", label="atlas_map (full resolution)")
+    right.legend(handles=[*right.get_legend_handles_labels()[0], dotted], fontsize="small")
     FigureCanvasAgg(figure)
     figure.tight_layout()
     with atomic_path(out_path) as tmp:
@@ -305,7 +332,7 @@ def main() -> None:
     starts = {v.config().start for v in variants} - {"noise"}
     cases = []
     for case in (Case(subject, source, args.run) for subject in subjects for source in args.sources):
-        missing = case.missing(set(REFERENCES) | starts)
+        missing = case.missing(starts)
         if missing:
             print(f"skip {case.name}: missing {', '.join(map(str, missing))}", flush=True)
         else:
@@ -321,8 +348,11 @@ def main() -> None:
         timing = json.loads(sidecar(image).read_text())
         print(f"[{k}/{len(jobs)}] {variant.name} {case.name}: {'translated' if computed else 'cached'}, "
               f"{timing['seconds']:.0f} s, {timing['seconds'] / timing['slices']:.2f} s/slice", flush=True)
-    for method in REFERENCES:
-        images.update({(method, case): case.method_image(method) for case in cases})
+    for method, case in ((m, c) for m in REFERENCES for c in cases):
+        if case.method_image(method).exists():
+            images[method, case] = case.method_image(method)
+        else:
+            print(f"no reference row {method} {case.name}: the run has no {case.method_image(method)}", flush=True)
 
     segmentations = {key: args.work / "segmentations" / key[0] / f"{key[1].name}.nii.gz" for key in images}
     todo = [(images[key], segmentations[key]) for key in images if not fresh(segmentations[key], images[key])]
@@ -333,22 +363,22 @@ def main() -> None:
                         device="cpu", num_processes=1, mirroring=False)
         print(f"segmented in {time.perf_counter() - began:.0f} s", flush=True)
 
+    schedule = load_model(model, "cpu").schedule
     rows = []
-    for method in REFERENCES:
-        for case in cases:
-            key = (method, case)
-            rows.append({"variant": method, "kind": "reference", "anatomy": anatomy_of(case.subject),
-                         "subject": case.subject, "source": case.source,
-                         **settings_of(SamplingConfig() if method == "midiffusion" else None),
-                         **score(case, images[key], segmentations[key], sidecar(segmentations[key])),
-                         "seconds_per_slice": reference_seconds_per_slice(args.run, method, case)})
-    for variant, case in jobs:
-        key = (variant.name, case)
-        timing = json.loads(sidecar(images[key]).read_text())
-        rows.append({"variant": variant.name, "kind": "lever", "anatomy": anatomy_of(case.subject),
-                     "subject": case.subject, "source": case.source, **settings_of(variant.config()),
-                     **score(case, images[key], segmentations[key], sidecar(segmentations[key])),
-                     "seconds_per_slice": timing["seconds"] / timing["slices"]})
+    for (name, case), image in sorted(images.items(), key=lambda item: item[0][0] not in REFERENCES):
+        lever = name not in REFERENCES  # references first, in their order; then the levers in theirs
+        config = known[name].config() if lever else SamplingConfig() if name == "midiffusion" else None
+        if lever:
+            timing = json.loads(sidecar(image).read_text())
+            seconds_per_slice, load = timing["seconds"] / timing["slices"], timing.get("load", np.nan)
+        else:
+            seconds_per_slice, load = reference_seconds_per_slice(args.run, name, case), np.nan
+        segmentation = segmentations[name, case]
+        rows.append({"variant": name, "kind": "lever" if lever else "reference", "anatomy": anatomy_of(case.subject),
+                     "subject": case.subject, "source": case.source, **settings_of(config),
+                     **score(case, image, segmentation, sidecar(segmentation)),
+                     "unet_calls": unet_calls(config, schedule), "seconds_per_slice": seconds_per_slice,
+                     "load": load})
     table = pd.DataFrame(rows, columns=COLUMNS).assign(machine=f"{os.cpu_count()} cpus, 1 thread")
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")

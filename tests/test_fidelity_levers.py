@@ -22,9 +22,10 @@ def levers():
 
 
 def table(levers) -> pd.DataFrame:
-    """Two subjects of each anatomy, two sources; atlas_map (reference) and three levers."""
+    """Two subjects of each anatomy, two sources; atlas_map (reference) and four levers."""
     rows = []
     variants = [("atlas_map", "reference", {}), ("default", "lever", {"start": "noise", "start_t0": 0.5}),
+                ("sdedit_atlas_t0.0", "lever", {"start": "atlas_map", "start_t0": 0.0}),
                 ("sdedit_atlas_t0.5", "lever", {"start": "atlas_map", "start_t0": 0.5}),
                 ("lmi_grad_0.1", "lever", {"start": "noise", "start_t0": 0.5, "lmi_gradient_scale": 0.1})]
     for v, (variant, kind, settings) in enumerate(variants):
@@ -45,13 +46,13 @@ def table(levers) -> pd.DataFrame:
 
 def test_summary_means_over_subjects_in_a_sensible_order(levers):
     means = levers.summary(table(levers))
-    assert len(means) == 4 * 2 * 2 and set(means["n"]) == {2}
+    assert len(means) == 5 * 2 * 2 and set(means["n"]) == {2}
     # The training anatomy first, T2w before PDw, the variants in the table's order.
-    first = means.iloc[:4]
+    first = means.iloc[:5]
     assert set(first["anatomy"]) == {"icbm152_2009a"} and set(first["source"]) == {"T2w"}
-    assert list(first["variant"]) == ["atlas_map", "default", "sdedit_atlas_t0.5", "lmi_grad_0.1"]
-    assert means.iloc[8]["anatomy"] == "colin27"
-    assert first["dice"].tolist() == pytest.approx([0.605, 0.705, 0.805, 0.905])
+    assert list(first["variant"]) == ["atlas_map", "default", "sdedit_atlas_t0.0", "sdedit_atlas_t0.5", "lmi_grad_0.1"]
+    assert means.iloc[10]["anatomy"] == "colin27"
+    assert first["dice"].tolist() == pytest.approx([0.605, 0.705, 0.805, 0.905, 1.005])
 
 
 def test_markdown_has_the_means_and_the_pivots(levers):
@@ -63,9 +64,10 @@ def test_markdown_has_the_means_and_the_pivots(levers):
 def test_sdedit_curve_runs_from_the_map_to_the_noise_start(levers):
     curve = levers.sdedit_curve(table(levers))
     t2w = curve[(curve["anatomy"] == "colin27") & (curve["source"] == "T2w")]
-    # atlas_map at t0 = 0, the SDEdit lever at 0.5, the noise start at 1; the gradient lever is left out.
+    # The SDEdit levers at t0 = 0 and 0.5, the noise start at 1; the reference map and the gradient lever
+    # are left out.
     assert t2w["start_t0"].tolist() == [0.0, 0.5, 1.0]
-    assert t2w["dice"].tolist() == pytest.approx([0.605, 0.805, 0.705])
+    assert t2w["dice"].tolist() == pytest.approx([0.805, 0.905, 0.705])
 
 
 def test_the_figure_is_written(levers, tmp_path):
