@@ -12,6 +12,9 @@ from midiffusion.io import load_volume
 CI = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
 METHODS = CI["methods"]
 SOURCES = CI["data"]["sources"]
+# test subjects: the template's (split.n_test) and the held-out anatomy's (phantom.n_held_out)
+N_TEST = CI["split"]["n_test"] + CI["phantom"]["n_held_out"]
+N_SUBJECTS = CI["phantom"]["n_subjects"] + CI["phantom"]["n_held_out"]
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +29,18 @@ def test_tables_have_every_method_source_and_class(ci_run):
     assert values.between(0, 1).all()
     summary = (ci_run / "results/tables/summary.md").read_text()
     assert all(method in summary for method in METHODS)
+
+
+def test_held_out_anatomy_subjects_are_reported_apart(ci_run):
+    """Issue 16: the Colin27 phantom subject is built, tested (never trained on) and gets its own rows."""
+    assert (ci_run / "results/cohort/sub-colin01/anat/sub-colin01_T2w.nii.gz").exists()
+    long = pd.read_csv(ci_run / "results/tables/metrics_long.csv", keep_default_na=False, dtype={"subject": str})
+    assert set(long.groupby("anatomy")["subject"].unique().map(tuple)) == {("colin01",), (long.loc[
+        long["anatomy"] == "icbm152_2009a", "subject"].iloc[0],)}
+    verdict = (ci_run / "results/tables/verdict.md").read_text()
+    assert "| colin27 " in verdict and "| icbm152_2009a " in verdict
+    trained_on = {path.name for path in (ci_run / "results/nnunet/nnUNet_raw").glob("*_T1w/imagesTr/*.nii.gz")}
+    assert trained_on and not any("colin" in name for name in trained_on)
 
 
 def test_translated_volumes_are_on_the_target_grid(ci_run):
@@ -46,7 +61,7 @@ def test_segmentations_and_figures_written(ci_run):
     for method in METHODS:
         segmentations = list((ci_run / "results/segmentations" / method).glob("*.nii.gz"))
         per_subject = len(SOURCES) if registry.METHODS[method].uses_source else 1  # unguided, oracle: once
-        assert len(segmentations) == per_subject * CI["split"]["n_test"]
+        assert len(segmentations) == per_subject * N_TEST
         assert set(np.unique(load_volume(segmentations[0]).data)) <= {0, 1, 2, 3}
     for figure in ("dice.png", "translation_grid.png", "sampler_curve.png"):
         assert (ci_run / "results/figures" / figure).stat().st_size > 10_000
@@ -54,7 +69,7 @@ def test_segmentations_and_figures_written(ci_run):
 
 def test_registration_table_shows_recovered_misalignment(ci_run):
     table = pd.read_csv(ci_run / "results/tables/registration.csv")
-    assert len(table) == CI["phantom"]["n_subjects"] * len(SOURCES)
+    assert len(table) == N_SUBJECTS * len(SOURCES)
     voxel = CI["phantom"]["voxel_mm"]
     assert (table["error_before_mm"] > 1.0).all()
     assert (table["error_after_mm"] < voxel).all()
@@ -63,7 +78,7 @@ def test_registration_table_shows_recovered_misalignment(ci_run):
 def test_intensity_bound_table_covers_every_contrast(ci_run):
     table = pd.read_csv(ci_run / "results/tables/intensity_bound.csv")
     assert set(table["contrast"]) == {CI["data"]["target"], *SOURCES}
-    assert len(table) == CI["split"]["n_test"] * (1 + len(SOURCES)) * 4
+    assert len(table) == N_TEST * (1 + len(SOURCES)) * 4
     assert table["dice"].between(0, 1).all()
     assert (ci_run / "results/tables/intensity_bound.md").read_text().startswith("| Contrast")
 
