@@ -68,6 +68,7 @@ VARIANTS = [
     # SDEdit: the zero-shot map noised to t0 (a fraction of T), then the default sampler from there.
     # t0 = 0 runs no step: the map through the slice grid and back, what the sampler starts from.
     Variant("sdedit_atlas_t0.0", {"start": "atlas_map", "start_t0": 0.0}),
+    Variant("sdedit_atlas_t0.05", {"start": "atlas_map", "start_t0": 0.05}),
     Variant("sdedit_atlas_t0.1", {"start": "atlas_map", "start_t0": 0.1}),
     Variant("sdedit_atlas_t0.2", {"start": "atlas_map", "start_t0": 0.2}),
     Variant("sdedit_atlas_t0.3", {"start": "atlas_map", "start_t0": 0.3}),
@@ -82,9 +83,12 @@ VARIANTS = [
     Variant("sdedit_atlas_t0.5+lmi_grad_0.03", {"start": "atlas_map", "start_t0": 0.5, "lmi_gradient_scale": 0.03}),
     Variant("guidance_3", {"guidance_scale": 3.0}),
     Variant("samples_3", {"n_samples": 3}),  # the mean of 3 samples
+    Variant("sdedit_atlas_t0.1_samples_3", {"start": "atlas_map", "start_t0": 0.1, "n_samples": 3}),
 ]
-# The run's own images scored beside the levers: the best zero-shot intensity maps (#7) and midiffusion.
-REFERENCES = ("invert", "atlas_map", "midiffusion")
+# The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
+# any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
+REFERENCES = ("grid_ceiling", "invert", "atlas_map", "midiffusion")
+SUBJECT_METHODS = ("grid_ceiling",)  # one image per subject, not per source
 SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples")
 CLASSES = tuple(TISSUE_LABELS)  # CSF, GM, WM
 COLUMNS = ["variant", "kind", "anatomy", "subject", "source", *SETTINGS, "corr", "ssim", "psnr", "dice",
@@ -108,7 +112,9 @@ class Case:
         return self.run / "preprocessed" / self.subject / f"{name}.nii.gz"
 
     def method_image(self, method: str) -> Path:
-        return self.run / "methods" / method / f"{self.name}.nii.gz"
+        """A method's image of this case; the per-subject methods (SUBJECT_METHODS) have one per subject."""
+        name = self.subject if method in SUBJECT_METHODS else self.name
+        return self.run / "methods" / method / f"{name}.nii.gz"
 
     def missing(self, methods: set[str]) -> list[Path]:
         """The run's files this case lacks: its preprocessed images and the given methods' (SDEdit starts)."""
@@ -179,7 +185,8 @@ def brain_slices(mask_path: Path) -> int:
 def reference_seconds_per_slice(run: Path, method: str, case: Case) -> float:
     """The workflow's benchmark seconds of a reference image over the brain slices, NaN without one."""
     kind = "translate" if method == "midiffusion" else "baseline"
-    tsv = run.resolve().parent / "benchmarks" / kind / method / f"{case.name}.tsv"
+    stem = case.method_image(method).name.removesuffix(".nii.gz")
+    tsv = run.resolve().parent / "benchmarks" / kind / method / f"{stem}.tsv"
     if not tsv.exists():
         return float("nan")
     return float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]) / brain_slices(case.preprocessed("brainmask"))
