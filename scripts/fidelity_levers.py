@@ -84,6 +84,9 @@ VARIANTS = [
     Variant("guidance_3", {"guidance_scale": 3.0}),
     Variant("samples_3", {"n_samples": 3}),  # the mean of 3 samples
     Variant("sdedit_atlas_t0.1_samples_3", {"start": "atlas_map", "start_t0": 0.1, "n_samples": 3}),
+    # Even t0 = 0.05 (two steps) lowers corr from the map's: is it the guidance's extrapolation or the noise?
+    Variant("sdedit_atlas_t0.1_guidance_1", {"start": "atlas_map", "start_t0": 0.1, "guidance_scale": 1.0}),
+    Variant("sdedit_atlas_t0.1_eta0", {"start": "atlas_map", "start_t0": 0.1, "eta": 0.0}),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
