@@ -87,8 +87,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/training_profile.csv"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    section = (yaml.safe_load(args.config.read_text()) or {}).get("diffusion", {})
-    size = (yaml.safe_load(args.config.read_text()) or {}).get("slices", {}).get("size")
+    config = yaml.safe_load(args.config.read_text()) or {}
+    section, size = config.get("diffusion", {}), config.get("slices", {}).get("size")
     values = {**section, **({"image_size": size} if size else {}), "steps": args.steps,
               "checkpoint_every": args.steps, "device": "cpu"}
     table = profile(args.slices, args.steps, DiffusionConfig.from_dict(values))
