@@ -87,6 +87,11 @@ VARIANTS = [
     # Even t0 = 0.05 (two steps) lowers corr from the map's: is it the guidance's extrapolation or the noise?
     Variant("sdedit_atlas_t0.1_guidance_1", {"start": "atlas_map", "start_t0": 0.1, "guidance_scale": 1.0}),
     Variant("sdedit_atlas_t0.1_eta0", {"start": "atlas_map", "start_t0": 0.1, "eta": 0.0}),
+    # Refinements around the winner above (guidance 1: the conditional model alone, no extrapolation).
+    Variant("guidance_1", {"guidance_scale": 1.0}),
+    Variant("sdedit_atlas_t0.2_guidance_1", {"start": "atlas_map", "start_t0": 0.2, "guidance_scale": 1.0}),
+    Variant("sdedit_atlas_t0.3_guidance_1", {"start": "atlas_map", "start_t0": 0.3, "guidance_scale": 1.0}),
+    Variant("sdedit_invert_t0.1_guidance_1", {"start": "invert", "start_t0": 0.1, "guidance_scale": 1.0}),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
@@ -255,29 +260,33 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(text) + "\n"
 
 
-def sdedit_curve(table: pd.DataFrame) -> pd.DataFrame:
-    """Means per (anatomy, source, t0) along the atlas_map SDEdit start with the other settings at their
-    defaults: t0 = 0 is the map through the slice grid (no step), t0 = 1 the noise start (the default)."""
+def sdedit_curve(table: pd.DataFrame, guidance_scale: float = SamplingConfig().guidance_scale) -> pd.DataFrame:
+    """Means per (anatomy, source, t0) along the atlas_map SDEdit start at one guidance scale, the other
+    settings at their defaults: t0 = 0 is the map through the slice grid (no step runs, so any guidance
+    scale's), t0 = 1 the noise start."""
     default = SamplingConfig()
     levers = table[table["kind"] == "lever"]
-    others = ((levers["lmi_gradient_scale"] == default.lmi_gradient_scale)
-              & (levers["guidance_scale"] == default.guidance_scale) & (levers["eta"] == default.eta)
+    others = ((levers["lmi_gradient_scale"] == default.lmi_gradient_scale) & (levers["eta"] == default.eta)
               & (levers["n_samples"] == default.n_samples))
-    points = pd.concat([levers[others & (levers["start"] == "atlas_map")],
-                        levers[others & (levers["start"] == "noise")].assign(start_t0=1.0)])
+    guided = others & (levers["guidance_scale"] == guidance_scale)
+    sdedit = levers[(guided | (others & (levers["start_t0"] == 0))) & (levers["start"] == "atlas_map")]
+    points = pd.concat([sdedit, levers[guided & (levers["start"] == "noise")].assign(start_t0=1.0)])
     return points.groupby(["anatomy", "source", "start_t0"])[["dice", "corr"]].mean().reset_index()
 
 
 def plot(table: pd.DataFrame, out_path: Path) -> Path:
     """Left: corr against Dice per variant (one marker per anatomy and source mean: the anatomy's shape,
-    T2w filled, PDw hollow). Middle and right: Dice and corr against the SDEdit start's t0."""
+    T2w filled, PDw hollow). Middle and right: Dice and corr against the SDEdit start's t0, at the
+    default guidance scale and without guidance (scale 1), where the table has those variants."""
     means = summary(table)
     variants = list(dict.fromkeys(means["variant"]))
     anatomies = sorted(means["anatomy"].unique(), key=lambda a: (a != TRAINING_ANATOMY, a))
     shapes = dict(zip(anatomies, "o^sDv"))
-    palette = colormaps["tab10" if len(variants) <= 10 else "tab20"].colors
+    palette = colormaps["tab10"].colors
+    if len(variants) > 10:
+        palette = colormaps["tab20"].colors + colormaps["tab20b"].colors
     colours = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
-    figure = Figure(figsize=(17, 5.5))
+    figure = Figure(figsize=(18, 8))
     left, legend, middle, right = figure.subplots(1, 4, gridspec_kw={"width_ratios": [1.5, 0.35, 1, 1]})
     legend.axis("off")
     for row in means.itertuples():
@@ -287,26 +296,35 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
     left.set(xlabel="corr with the real T1w (brain)", ylabel="Dice (T1w nnU-Net)", title="Per method and lever")
     left.grid(alpha=0.3)
     handles = [Line2D([], [], color=colours[v], marker="o", linestyle="", label=v) for v in variants]
-    handles += [Line2D([], [], color="grey", marker=shapes[a], linestyle="", label=a) for a in anatomies]
-    handles += [Line2D([], [], color="grey", marker="o", linestyle="", label="T2w"),
-                Line2D([], [], color="grey", marker="o", markerfacecolor="none", linestyle="", label="PDw")]
-    legend.legend(handles=handles, fontsize="small", loc="center", frameon=False)
-    curve = sdedit_curve(table)
-    lines = sorted(curve.groupby(["anatomy", "source"]).groups, key=lambda k: (anatomies.index(k[0]), k[1] != "T2w"))
+    handles += [Line2D([], [], color="black", marker=shapes[a], linestyle="", label=a) for a in anatomies]
+    handles += [Line2D([], [], color="black", marker="o", linestyle="", label="T2w"),
+                Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="", label="PDw")]
+    default, unguided = SamplingConfig().guidance_scale, 1.0
+    curves = {scale: sdedit_curve(table, scale) for scale in (default, unguided)}
+    lines = sorted(curves[default].groupby(["anatomy", "source"]).groups,
+                   key=lambda k: (anatomies.index(k[0]), k[1] != "T2w"))
     levels = means[means["variant"] == "atlas_map"].set_index(["anatomy", "source"])
     for i, (anatomy, source) in enumerate(lines):
-        group = curve[(curve["anatomy"] == anatomy) & (curve["source"] == source)]
-        style = {"color": f"C{i}", "marker": shapes[anatomy], "linestyle": "-" if source == "T2w" else "--"}
-        for ax, metric in ((middle, "dice"), (right, "corr")):
-            ax.plot(group["start_t0"], group[metric], label=f"{anatomy} {source}", **style)
-            if (anatomy, source) in levels.index:  # the map at full resolution, before the grid
+        for scale, linestyle in ((default, "-"), (unguided, "--")):
+            curve = curves[scale]
+            group = curve[(curve["anatomy"] == anatomy) & (curve["source"] == source)]
+            if len(group) < 2:
+                continue
+            for ax, metric in ((middle, "dice"), (right, "corr")):
+                ax.plot(group["start_t0"], group[metric], color=f"C{i}", marker=shapes[anatomy], linestyle=linestyle)
+        if (anatomy, source) in levels.index:  # the map at full resolution, before the grid
+            for ax, metric in ((middle, "dice"), (right, "corr")):
                 ax.axhline(levels.loc[(anatomy, source), metric], color=f"C{i}", linestyle=":", linewidth=1)
     for ax, label in ((middle, "Dice (T1w nnU-Net)"), (right, "corr with the real T1w")):
         ax.set(xlabel="SDEdit t0 (0: the map through the grid, 1: noise)", ylabel=label,
                title=f"{label.split(' ')[0]}, SDEdit from atlas_map", xlim=(-0.05, 1.05))
         ax.grid(alpha=0.3)
-    dotted = Line2D([], [], color="grey", linestyle=":", label="atlas_map (full resolution)")
-    right.legend(handles=[*right.get_legend_handles_labels()[0], dotted], fontsize="small")
+    keys = [Line2D([], [], color=f"C{i}", marker=shapes[a], label=f"{a} {s}") for i, (a, s) in enumerate(lines)]
+    keys += [Line2D([], [], color="grey", linestyle="-", label=f"guidance {default:g} (default)"),
+             Line2D([], [], color="grey", linestyle="--", label=f"guidance {unguided:g}"),
+             Line2D([], [], color="grey", linestyle=":", label="atlas_map (full resolution)")]
+    legend.add_artist(legend.legend(handles=handles, fontsize="small", loc="upper center", frameon=False))
+    legend.legend(handles=keys, fontsize="small", loc="lower center", frameon=False, title="t0 curves")
     FigureCanvasAgg(figure)
     figure.tight_layout()
     with atomic_path(out_path) as tmp:
