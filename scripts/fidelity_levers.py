@@ -92,11 +92,15 @@ VARIANTS = [
     Variant("sdedit_atlas_t0.2_guidance_1", {"start": "atlas_map", "start_t0": 0.2, "guidance_scale": 1.0}),
     Variant("sdedit_atlas_t0.3_guidance_1", {"start": "atlas_map", "start_t0": 0.3, "guidance_scale": 1.0}),
     Variant("sdedit_invert_t0.1_guidance_1", {"start": "invert", "start_t0": 0.1, "guidance_scale": 1.0}),
+    Variant("sdedit_invert_t0.2_guidance_1", {"start": "invert", "start_t0": 0.2, "guidance_scale": 1.0}),
+    Variant("sdedit_invert_t0.3_guidance_1", {"start": "invert", "start_t0": 0.3, "guidance_scale": 1.0}),
+    Variant("sdedit_invert_t0.0", {"start": "invert", "start_t0": 0.0}),  # invert through the slice grid
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
 REFERENCES = ("grid_ceiling", "invert", "atlas_map", "midiffusion")
 SUBJECT_METHODS = ("grid_ceiling",)  # one image per subject, not per source
+MAPS = ("invert", "atlas_map")  # the zero-shot intensity maps a lever must beat
 SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples")
 CLASSES = tuple(TISSUE_LABELS)  # CSF, GM, WM
 COLUMNS = ["variant", "kind", "anatomy", "subject", "source", *SETTINGS, "corr", "ssim", "psnr", "dice",
@@ -257,7 +261,29 @@ def markdown(table: pd.DataFrame) -> str:
         pivot = pivot.reindex(order)
         pivot.columns = [f"{a} {s}" for a, s in pivot.columns]
         text += [f"\n## {title} per variant\n", pivot.reset_index().to_markdown(index=False, floatfmt=".3f")]
+    text += ["\n## Best per anatomy and source\n", winners(table).to_markdown(index=False, floatfmt=".3f")]
     return "\n".join(text) + "\n"
+
+
+def winners(table: pd.DataFrame) -> pd.DataFrame:
+    """Per anatomy and source: the best intensity map (MAPS, by Dice) and the levers with the highest Dice
+    and the highest corr, each with its mean Dice and corr. A start at t0 = 0 (no step runs: a map through
+    the slice grid) is not counted as a lever."""
+    means = summary(table)
+    sampled = table[(table["kind"] == "lever") & (table["start_t0"] != 0)]["variant"]
+    rows = []
+    for (anatomy, source), group in means.groupby(["anatomy", "source"], sort=False):
+        group = group.set_index("variant")
+        levers = group[group.index.isin(sampled)]
+        row = {"anatomy": anatomy, "source": source}
+        for label, frame, metric in (("map", group[group.index.isin(MAPS)], "dice"),
+                                     ("lever by Dice", levers, "dice"), ("lever by corr", levers, "corr")):
+            if frame.empty:
+                continue
+            best = frame[metric].idxmax()
+            row |= {label: best, f"{label}: Dice": frame.loc[best, "dice"], f"{label}: corr": frame.loc[best, "corr"]}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def sdedit_curve(table: pd.DataFrame, guidance_scale: float = SamplingConfig().guidance_scale) -> pd.DataFrame:
@@ -323,8 +349,8 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
     keys += [Line2D([], [], color="grey", linestyle="-", label=f"guidance {default:g} (default)"),
              Line2D([], [], color="grey", linestyle="--", label=f"guidance {unguided:g}"),
              Line2D([], [], color="grey", linestyle=":", label="atlas_map (full resolution)")]
-    legend.add_artist(legend.legend(handles=handles, fontsize="small", loc="upper center", frameon=False))
-    legend.legend(handles=keys, fontsize="small", loc="lower center", frameon=False, title="t0 curves")
+    legend.legend(handles=handles, fontsize="small", loc="center", frameon=False)
+    right.legend(handles=keys, fontsize="small", loc="lower left")
     FigureCanvasAgg(figure)
     figure.tight_layout()
     with atomic_path(out_path) as tmp:

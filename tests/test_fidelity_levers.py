@@ -81,3 +81,12 @@ def test_sdedit_curve_runs_from_the_map_to_the_noise_start(levers):
 def test_the_figure_is_written(levers, tmp_path):
     out = levers.plot(table(levers), tmp_path / "levers.png")
     assert out.stat().st_size > 10_000
+
+
+def test_winners_name_the_best_map_and_sampled_levers(levers):
+    frame = table(levers)
+    frame.loc[frame["variant"] == "sdedit_atlas_t0.0", "dice"] = 2.0  # no step runs: not a lever
+    best = levers.winners(frame)
+    assert len(best) == 4 and set(best["map"]) == {"atlas_map"}
+    assert set(best["lever by Dice"]) == {"sdedit_atlas_t0.5_guidance_1"}
+    assert best["lever by Dice: Dice"].tolist() == pytest.approx([1.105] * 4)
