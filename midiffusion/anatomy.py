@@ -74,9 +74,9 @@ def subject_anatomies(anatomy: str, held_out: list[str], subjects: list[str]) ->
 def tissue_maps(anatomy: str, voxel_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """GM and WM fractions (X, Y, Z) float32 of a held-out head at voxel_mm (RAS), and their affine.
 
-    The 1 mm head, padded with PAD_MM of air, is block-averaged to voxel_mm (as a coarser acquisition averages it) and labelled as
-    preprocessing labels a real T1w without label files; the fractions are clipped to [0, 1] and
-    rescaled to sum to 1 inside the brain mask (CSF = the rest).
+    The 1 mm head, padded with PAD_MM of air, is block-averaged to voxel_mm (as a coarser acquisition
+    averages it) and labelled as preprocessing labels a real T1w without label files; the fractions
+    are clipped to [0, 1] and rescaled to sum to 1 inside the brain mask (CSF = the rest).
     """
     from .preprocess import _to_ants, extract_brain, n4, tissue_fractions  # ANTs: only here
     from .template import block_average
