@@ -8,6 +8,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import DiffusionConfig
@@ -16,6 +17,9 @@ from .schedule import DDPMSchedule
 from .unet import UNet
 
 MODEL_FILE = "model.pt"
+# Quantile levels of the training targets' brain intensities kept in model.pt: the intensity
+# reference of the `invert` start when one scan is translated without the training images.
+TARGET_QUANTILE_LEVELS = np.linspace(0, 1, 201)
 
 
 @dataclass
@@ -26,6 +30,7 @@ class LoadedModel:
     model: UNet
     schedule: DDPMSchedule
     config: DiffusionConfig
+    target_quantiles: np.ndarray | None = None  # at TARGET_QUANTILE_LEVELS; None in older model files
 
     @property
     def device(self) -> torch.device:
@@ -69,10 +74,20 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-def save_model(model: UNet, config: DiffusionConfig, path: Path) -> None:
-    """model.pt: the (EMA) weights and the config that built them."""
+def brain_quantiles(images: torch.Tensor) -> np.ndarray:
+    """Quantiles (at TARGET_QUANTILE_LEVELS) of the brain pixels of training slices in [-1, 1], the
+    pixels above the background -1 (the slice grid's interpolation blends a few at the brain's edge)."""
+    brain = images[images > -1 + 1e-3].double().numpy()
+    return np.quantile(brain, TARGET_QUANTILE_LEVELS).astype(np.float32)
+
+
+def save_model(model: UNet, config: DiffusionConfig, path: Path, target_quantiles: np.ndarray | None = None) -> None:
+    """model.pt: the (EMA) weights, the config that built them and the training targets' brain quantiles."""
+    state = {"model": model.state_dict(), "config": config.to_dict()}
+    if target_quantiles is not None:
+        state["target_quantiles"] = torch.as_tensor(target_quantiles)
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "config": config.to_dict()}, tmp)
+        torch.save(state, tmp)
 
 
 def load_model(path: Path, device: str | torch.device = "auto") -> LoadedModel:
@@ -89,4 +104,6 @@ def load_model(path: Path, device: str | torch.device = "auto") -> LoadedModel:
         raise InputError(f"{path}: not a midiffusion model file ({error})") from None
     model = build_model(config).to(device)
     model.load_state_dict(state["model"])
-    return LoadedModel(model=model.eval(), schedule=build_schedule(config).to(device), config=config)
+    quantiles = state.get("target_quantiles")
+    return LoadedModel(model=model.eval(), schedule=build_schedule(config).to(device), config=config,
+                       target_quantiles=None if quantiles is None else quantiles.cpu().numpy())

@@ -120,11 +120,18 @@ def producer_image(
     references: Sequence[Path], reference_masks: Sequence[Path], sampling: SamplingConfig, slice_size: int,
     percentiles: tuple[float, float], device: str,
 ) -> Path:
-    """A producer's image of the case, by the function its workflow rule calls (translate or baseline)."""
+    """A producer's image of the case, by the function its workflow rule calls (translate or baseline);
+    guided translation first makes its SDEdit start, the sampling.start baseline's image, beside it."""
     source = case[f"{OTHER_CONTRAST[target]}_norm"]
     if PRODUCERS[producer].kind == "diffusion":
-        return translate_volume(model, case["brainmask"], out_path, source_path=source,
-                                guided=PRODUCERS[producer].guided, config=sampling, device=device)
+        guided, start = PRODUCERS[producer].guided, None
+        if guided and sampling.start != "noise":
+            start = producer_image(
+                sampling.start, case, target, out_path.with_name(f"{sampling.start}.nii.gz"), model=model,
+                references=references, reference_masks=reference_masks, sampling=sampling, slice_size=slice_size,
+                percentiles=percentiles, device=device)
+        return translate_volume(model, case["brainmask"], out_path, source_path=source, start_path=start,
+                                guided=guided, config=sampling, device=device)
     return run_baseline(producer, source, case[f"{target}_norm"], case["brainmask"], list(references),
                         list(reference_masks), out_path, template=case["template"], slice_size=slice_size,
                         percentiles=percentiles)

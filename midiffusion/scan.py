@@ -22,7 +22,7 @@ from nibabel.processing import vox2out_vox
 from .config import SamplingConfig, default, schema
 from .io import InputError, Volume, check_mask, load_volume, save_volume
 from .layout import BACKGROUND
-from .model import load_model
+from .model import TARGET_QUANTILE_LEVELS, LoadedModel, load_model
 from .preprocess import _to_ants, extract_brain, n4, normalise
 from .segment import Device, NnunetDirs, model_folder, segment_volumes
 from .translate import translate_volume
@@ -81,7 +81,7 @@ def translate_scan(
     contrast = scan_contrast(source_path, contrast)
     if std_path is not None and config.n_samples < 2:
         raise InputError(f"--std: a standard deviation needs n_samples > 1, got {config.n_samples}")
-    load_model(model_path, device)  # its InputError now, not after minutes of preprocessing
+    quantiles = check_scan_start(config.start, load_model(model_path, device), model_path)  # before preprocessing
     grid = working_grid(source, voxel_mm)
     image = _to_ants(resample(source, grid), grid.affine)
     if use_n4:
@@ -91,16 +91,43 @@ def translate_scan(
     mask = check_mask(extract_brain(image, contrast, voxel_mm).mask, source_path)
     with tempfile.TemporaryDirectory(prefix="midiffusion-scan-") as tmp:
         # the source keeps its file name, which the progress bar shows, in a folder of its own
-        work_source = save_volume(Path(tmp) / "source" / Path(source_path).name,
-                                  normalise(image.numpy(), mask, percentiles), grid.affine)
+        normalised = normalise(image.numpy(), mask, percentiles)
+        work_source = save_volume(Path(tmp) / "source" / Path(source_path).name, normalised, grid.affine)
+        work_start = None
+        if config.start == "invert":
+            work_start = save_volume(Path(tmp) / "start.nii.gz", invert_start(normalised, mask, quantiles), grid.affine)
         work_mask = save_volume(Path(tmp) / "brainmask.nii.gz", mask, grid.affine, dtype=np.uint8)
         work_std = Path(tmp) / "std.nii.gz" if std_path is not None else None
         work_mean = translate_volume(model_path, work_mask, Path(tmp) / "mean.nii.gz", source_path=work_source,
-                                     config=config, std_path=work_std, device=device)
+                                     start_path=work_start, config=config, std_path=work_std, device=device)
         inside = resample(Volume(mask.astype(np.float32), grid.affine), source) > 0.5
         if work_std is not None:
             save_volume(std_path, _on_input(work_std, source, inside, 0.0), source.affine)
         return save_volume(out_path, _on_input(work_mean, source, inside, BACKGROUND), source.affine)
+
+
+def check_scan_start(start: str, loaded: LoadedModel, model_path: Path) -> np.ndarray | None:
+    """One scan can start from noise, or from `invert` with the model's stored target intensities
+    (returned); `atlas_map` needs a target-contrast template registered to a target image, which one
+    scan lacks."""
+    if start == "atlas_map":
+        raise InputError("sampling.start: atlas_map needs the subject's target image; for one scan use "
+                         "--start invert (the default) or --start noise")
+    if start == "invert" and loaded.target_quantiles is None:
+        raise InputError(f"{model_path}: this model file predates the stored target intensities that the invert "
+                         "start needs; retrain it, or translate with --start noise")
+    return loaded.target_quantiles
+
+
+def invert_start(source: np.ndarray, mask: np.ndarray, target_quantiles: np.ndarray) -> np.ndarray:
+    """The `invert` map of one scan: its normalised brain negated, then mapped rank by rank onto the
+    training targets' brain quantiles kept in model.pt (the workflow's baselines.invert matches the
+    training images themselves). BACKGROUND outside the mask."""
+    negated = -source[mask]
+    ranks = negated.argsort().argsort() / max(negated.size - 1, 1)
+    out = np.full(source.shape, BACKGROUND, np.float32)
+    out[mask] = np.interp(ranks, TARGET_QUANTILE_LEVELS, target_quantiles)
+    return out
 
 
 def _on_input(path: Path, source: Volume, inside: np.ndarray, outside: float) -> np.ndarray:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from midiffusion.config import DiffusionConfig
 from midiffusion.io import InputError, atomic_path
 from midiffusion.lmi import lmi_condition, local_mutual_information, to_unit
-from midiffusion.model import MODEL_FILE, build_model, build_schedule, save_model, select_device
+from midiffusion.model import MODEL_FILE, brain_quantiles, build_model, build_schedule, save_model, select_device
 from midiffusion.schedule import DDPMSchedule
 from midiffusion.unet import UNet
 
@@ -315,5 +315,5 @@ def train(slices_path: Path, out_dir: Path, config: DiffusionConfig, *, progress
         result.seconds_per_step = (time.perf_counter() - began) / (run.step - start)
     else:
         _write_losses(run.losses, result.loss_csv, result.loss_plot)
-    save_model(run.ema, config, result.model_path)
+    save_model(run.ema, config, result.model_path, brain_quantiles(images.cpu()))
     return result

@@ -15,7 +15,7 @@ from midiffusion.config import DiffusionConfig
 from midiffusion.io import Volume, load_volume, save_volume
 from midiffusion.layout import BACKGROUND
 from midiffusion.metrics import dice_per_class
-from midiffusion.model import build_model, save_model
+from midiffusion.model import TARGET_QUANTILE_LEVELS, brain_quantiles, build_model, save_model
 from midiffusion.template import reference_head
 
 from conftest import ROOT
@@ -23,7 +23,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 VOXEL_MM = 8.0  # the working grid: brain extraction's registration takes seconds at 8 mm
-SAMPLING = ["--steps", "2", "--batch-size", "8", "--device", "cpu"]
+SAMPLING = ["--steps", "2", "--start-t0", "0.5", "--batch-size", "8", "--device", "cpu"]  # t0: one step runs
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def folder(tmp_path_factory) -> Path:
 def model(folder) -> Path:
     config = DiffusionConfig(image_size=16, base_channels=8, channel_mults=(1, 2), attention_resolutions=(8,),
                              num_res_blocks=1, timesteps=10)
-    save_model(build_model(config), config, folder / "model.pt")
+    targets = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    save_model(build_model(config), config, folder / "model.pt", brain_quantiles(targets))
     return folder / "model.pt"
 
 
@@ -101,6 +102,8 @@ def no_compute(monkeypatch):
     ("image as model", "not a midiffusion model file"),
     ("std of one sample", "--std: a standard deviation needs n_samples > 1"),
     ("unnamed contrast", "name the source contrast with --contrast"),
+    ("atlas_map start", "atlas_map needs the subject's target image"),
+    ("model without target intensities", "predates the stored target intensities"),
 ])
 def test_bad_input_is_named_before_any_compute_and_writes_nothing(
     tmp_path, capsys, no_compute, model, source, problem, expected
@@ -114,13 +117,28 @@ def test_bad_input_is_named_before_any_compute_and_writes_nothing(
         image = save_volume(tmp_path / "scan.nii.gz", source.data, source.affine)
     if problem == "not a model":
         torch.save({"weights": {}}, tmp_path / "other.pt")
+    if problem == "model without target intensities":
+        loaded = torch.load(model, weights_only=True)
+        torch.save({"model": loaded["model"], "config": loaded["config"]}, tmp_path / "old.pt")
     model_path = {"missing model": tmp_path / "nope.pt", "not a model": tmp_path / "other.pt",
-                  "image as model": source.path}.get(problem, model)
+                  "image as model": source.path, "model without target intensities": tmp_path / "old.pt"}.get(problem, model)
     out, std = tmp_path / "out.nii.gz", tmp_path / "std.nii.gz"
     args = ["translate-scan", "--model", str(model_path), "--source", str(image), "--out", str(out)]
     samples = ["--n-samples", "1", "--std", str(std)] if problem == "std of one sample" else []
-    assert expected in _error(capsys, *args, *samples, *SAMPLING)
+    start = ["--start", "atlas_map"] if problem == "atlas_map start" else []
+    assert expected in _error(capsys, *args, *samples, *start, *SAMPLING)
     assert list(tmp_path.glob("out*")) == [] and not std.exists()
+
+
+def test_invert_start_is_the_negated_source_on_the_target_quantiles():
+    source = np.array([[[-1.0, -0.5, 0.0, 0.5, 1.0]]], dtype=np.float32)
+    mask = np.array([[[False, True, True, True, True]]])
+    quantiles = (np.linspace(0, 1, len(TARGET_QUANTILE_LEVELS)) ** 2).astype(np.float32)  # a skewed target
+    start = scan.invert_start(source, mask, quantiles)
+    assert start[0, 0, 0] == BACKGROUND
+    # darkest brain voxel -> the target's highest quantile (level 1), brightest -> its lowest (level 0),
+    # the others at levels 2/3 and 1/3, where the skewed target's quantiles are 4/9 and 1/9
+    np.testing.assert_allclose(start[0, 0, 1:], [1.0, 4 / 9, 1 / 9, 0.0], atol=1e-3)
 
 
 def test_contrast_comes_from_the_file_name_or_the_option():
