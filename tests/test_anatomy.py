@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from midiffusion import anatomy, phantom
+from midiffusion.config import schema
 from midiffusion.io import InputError, load_volume, save_volume
 from midiffusion.layout import TISSUE_LABELS
 from midiffusion.template import load_template
@@ -24,6 +25,12 @@ def test_held_out_subject_ids():
     assert anatomy.held_out_subjects("colin27", 0) == []
     assert anatomy.subject_anatomies("colin27", ["colin01"], ["08", "colin01"]) == {
         "08": anatomy.TRAINING_ANATOMY, "colin01": "colin27"}
+
+
+def test_the_schema_offers_exactly_the_known_heads():
+    """The config schema's enum (checked before any job) and anatomy.HELD_OUT_HEADS name the same heads."""
+    offered = schema()["properties"]["phantom"]["properties"]["held_out_anatomy"]["enum"]
+    assert sorted(offered) == sorted(anatomy.HELD_OUT_HEADS)
 
 
 def test_unknown_or_missing_anatomy_says_what_to_do(monkeypatch, tmp_path):
