@@ -52,19 +52,25 @@ from midiffusion.slices import slice_geometry
 from midiffusion.translate import translate_volume
 
 
+# The sampler the levers were measured against: the default before this study made the invert start
+# the default (pure noise, classifier-free guidance 5). The variants change it, so the table stays
+# reproducible whatever today's default is.
+LEVER_BASE = SamplingConfig(start="noise", start_t0=0.5, guidance_scale=5.0)
+
+
 @dataclass(frozen=True)
 class Variant:
-    """A lever setting: its name in the tables and the `sampling` keys it changes from the defaults."""
+    """A lever setting: its name in the tables and the `sampling` keys it changes from LEVER_BASE."""
 
     name: str
     settings: Mapping[str, Any]
 
     def config(self) -> SamplingConfig:
-        return dataclasses.replace(SamplingConfig(), **self.settings)
+        return dataclasses.replace(LEVER_BASE, **self.settings)
 
 
 VARIANTS = [
-    Variant("default", {}),  # noise start: midiffusion as the workflow makes it, timed here
+    Variant("default", {}),  # LEVER_BASE: the noise start, midiffusion as the workflow made it then
     # SDEdit: the zero-shot map noised to t0 (a fraction of T), then the default sampler from there.
     # t0 = 0 runs no step: the map through the slice grid and back, what the sampler starts from.
     Variant("sdedit_atlas_t0.0", {"start": "atlas_map", "start_t0": 0.0}),
@@ -286,11 +292,11 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sdedit_curve(table: pd.DataFrame, guidance_scale: float = SamplingConfig().guidance_scale) -> pd.DataFrame:
+def sdedit_curve(table: pd.DataFrame, guidance_scale: float = LEVER_BASE.guidance_scale) -> pd.DataFrame:
     """Means per (anatomy, source, t0) along the atlas_map SDEdit start at one guidance scale, the other
-    settings at their defaults: t0 = 0 is the map through the slice grid (no step runs, so any guidance
+    settings at LEVER_BASE: t0 = 0 is the map through the slice grid (no step runs, so any guidance
     scale's), t0 = 1 the noise start."""
-    default = SamplingConfig()
+    default = LEVER_BASE
     levers = table[table["kind"] == "lever"]
     others = ((levers["lmi_gradient_scale"] == default.lmi_gradient_scale) & (levers["eta"] == default.eta)
               & (levers["n_samples"] == default.n_samples))
@@ -303,7 +309,7 @@ def sdedit_curve(table: pd.DataFrame, guidance_scale: float = SamplingConfig().g
 def plot(table: pd.DataFrame, out_path: Path) -> Path:
     """Left: corr against Dice per variant (one marker per anatomy and source mean: the anatomy's shape,
     T2w filled, PDw hollow). Middle and right: Dice and corr against the SDEdit start's t0, at the
-    default guidance scale and without guidance (scale 1), where the table has those variants."""
+    LEVER_BASE guidance scale (5) and without guidance (scale 1), where the table has those variants."""
     means = summary(table)
     variants = list(dict.fromkeys(means["variant"]))
     anatomies = sorted(means["anatomy"].unique(), key=lambda a: (a != TRAINING_ANATOMY, a))
@@ -325,7 +331,7 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
     handles += [Line2D([], [], color="black", marker=shapes[a], linestyle="", label=a) for a in anatomies]
     handles += [Line2D([], [], color="black", marker="o", linestyle="", label="T2w"),
                 Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="", label="PDw")]
-    default, unguided = SamplingConfig().guidance_scale, 1.0
+    default, unguided = LEVER_BASE.guidance_scale, 1.0
     curves = {scale: sdedit_curve(table, scale) for scale in (default, unguided)}
     lines = sorted(curves[default].groupby(["anatomy", "source"]).groups,
                    key=lambda k: (anatomies.index(k[0]), k[1] != "T2w"))
