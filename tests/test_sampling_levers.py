@@ -1,6 +1,6 @@
 """The sampling levers of issue 16: an SDEdit start (a given image noised to step t0) and LMI
-gradient guidance (the predicted x0 moved up the gradient of LMI(source, x0)). The default starts
-from invert; config/paper.yaml keeps both off."""
+gradient guidance (the predicted x0 moved up the gradient of LMI(source, x0)), both off by default
+and in config/paper.yaml."""
 
 import jsonschema
 import numpy as np
@@ -140,13 +140,11 @@ def test_config_rejects_bad_lever_values(values, key):
         jsonschema.validate(values, schema()["properties"]["sampling"])
 
 
-def test_default_is_the_best_lever_and_the_paper_config_keeps_them_off():
-    """The default: a short SDEdit start from invert without classifier-free guidance (docs/results.md,
-    "Fidelity levers"); config/paper.yaml: pure noise, no LMI gradient."""
-    config = SamplingConfig()
-    assert (config.start, config.start_t0, config.guidance_scale, config.lmi_gradient_scale) == ("invert", 0.1, 1.0, 0)
+def test_levers_are_off_by_default_and_in_the_paper_config():
+    """Off until the default run is regenerated with the candidate (docs/results.md, "Fidelity levers")."""
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["sampling"]
-    assert paper["start"] == "noise" and paper["lmi_gradient_scale"] == 0
+    for config in (SamplingConfig(), SamplingConfig(**paper)):
+        assert config.start == "noise" and config.lmi_gradient_scale == 0
 
 
 @pytest.fixture(scope="module")

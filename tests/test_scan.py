@@ -23,7 +23,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 VOXEL_MM = 8.0  # the working grid: brain extraction's registration takes seconds at 8 mm
-SAMPLING = ["--steps", "2", "--start-t0", "0.5", "--batch-size", "8", "--device", "cpu"]  # t0: one step runs
+SAMPLING = ["--steps", "2", "--start", "invert", "--start-t0", "0.5", "--batch-size", "8", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,76 @@
+"""Where one subject's preprocessing time goes (issue 18, item 1): preprocess.preprocess_subject, as the
+workflow's `preprocess` rule runs it (one ITK thread), under cProfile on a phantom subject of a run,
+split into its parts: N4 (every contrast), brain extraction (the SyN registration of the reference
+head, then warping its brain and tissue maps), the rigid registration of each source, the tissue
+labels, the phantom's registration-error QC, and the rest (reading, normalising, writing). Writes results/benchmarks/preprocess_profile.csv.
+
+    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 .venv/bin/python scripts/profile_preprocess.py \
+        --cohort results/cohort --subject 01
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import os
+import platform
+import pstats
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from midiffusion.io import atomic_path
+from midiffusion.preprocess import SubjectImages, preprocess_subject
+from profile_training import cumulative_seconds
+
+# part -> (file suffix, function name) whose cumulative time is that part
+PARTS = {
+    "N4 bias correction": ("midiffusion/preprocess.py", "n4"),
+    "brain extraction (SyN to the reference head, warped brain and tissue maps)": (
+        "midiffusion/preprocess.py", "extract_brain"),
+    "rigid registration of the sources": ("midiffusion/preprocess.py", "_register"),
+    "tissue labels": ("midiffusion/preprocess.py", "tissue_labels"),
+    "registration error (phantom QC)": ("midiffusion/preprocess.py", "registration_error_mm"),
+}
+
+
+def profile(inputs: SubjectImages) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        preprocess_subject(inputs, Path(tmp))
+        profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = cumulative_seconds(stats, "midiffusion/preprocess.py", "preprocess_subject")
+    parts = {part: cumulative_seconds(stats, *where) for part, where in PARTS.items()}
+    parts["rest (read, normalise, write)"] = total - sum(parts.values())
+    rows = [{"part": part, "seconds": round(s, 1), "share": round(s / total, 3)} for part, s in parts.items()]
+    return pd.DataFrame(rows + [{"part": "total", "seconds": round(total, 1), "share": 1.0}])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cohort", type=Path, default=Path("results/cohort"))
+    parser.add_argument("--subject", default="01")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/preprocess_profile.csv"))
+    args = parser.parse_args()
+    anat = args.cohort / f"sub-{args.subject}" / "anat"
+    stem = f"sub-{args.subject}"
+    inputs = SubjectImages(
+        subject=args.subject, target="T1w", images={c: anat / f"{stem}_{c}.nii.gz" for c in ("T1w", "PDw", "T2w")},
+        labels=anat / f"{stem}_dseg.nii.gz", misalignment=anat / f"{stem}_misalignment.json",
+    )
+    table = profile(inputs)
+    table.insert(0, "subject", args.subject)
+    table.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
+                               f"ITK threads {os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS', 'all')}")
+    table.insert(0, "date", datetime.date.today().isoformat())
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
