@@ -11,7 +11,6 @@ that a drift of the machine shows. Writes results/benchmarks/training_step.csv.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import time
@@ -21,8 +20,8 @@ import pandas as pd
 import torch
 
 from midiffusion.config import DiffusionConfig
-from midiffusion.io import atomic_path
 from midiffusion.train import _new_run, _train_step, load_slices, self_lmi_cache
+from profile_training import write_benchmark
 
 # name -> (threads, what the variant changes)
 VARIANTS = {
@@ -79,11 +78,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table["vs_baseline"] = (table["s_per_step"] / table["s_per_step"].iloc[0]).round(3)
-    table.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus")
-    table.insert(0, "date", datetime.date.today().isoformat())
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False)
-    print(table.to_string(index=False))
+    write_benchmark(table, args.out, f"{platform.machine()} {os.cpu_count()} cpus")
 
 
 if __name__ == "__main__":

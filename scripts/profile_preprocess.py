@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime
 import os
 import platform
 import pstats
@@ -21,9 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from midiffusion.io import atomic_path
 from midiffusion.preprocess import SubjectImages, preprocess_subject
-from profile_training import cumulative_seconds
+from profile_training import cumulative_seconds, write_benchmark
 
 # part -> (file suffix, function name) whose cumulative time is that part
 PARTS = {
@@ -64,12 +62,8 @@ def main() -> None:
     )
     table = profile(inputs)
     table.insert(0, "subject", args.subject)
-    table.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
-                               f"ITK threads {os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS', 'all')}")
-    table.insert(0, "date", datetime.date.today().isoformat())
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False)
-    print(table.to_string(index=False))
+    write_benchmark(table, args.out, f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
+                                     f"ITK threads {os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS', 'all')}")
 
 
 if __name__ == "__main__":

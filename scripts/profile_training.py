@@ -58,6 +58,15 @@ def cumulative_seconds(stats: pstats.Stats, suffix: str, name: str) -> float:
     return max(times, default=0.0)
 
 
+def write_benchmark(table: pd.DataFrame, out: Path, machine: str) -> None:
+    """The table, with the date and the machine as its first columns, written atomically and printed."""
+    table.insert(0, "machine", machine)
+    table.insert(0, "date", datetime.date.today().isoformat())
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.to_string(index=False))
+
+
 def profile(slices: Path, steps: int, config: DiffusionConfig) -> pd.DataFrame:
     from midiffusion.train import train
 
@@ -93,11 +102,7 @@ def main() -> None:
               "checkpoint_every": args.steps, "device": "cpu"}
     table = profile(args.slices, args.steps, DiffusionConfig.from_dict(values))
     table.insert(0, "threads", args.threads)
-    table.insert(0, "machine", f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
-    table.insert(0, "date", datetime.date.today().isoformat())
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False)
-    print(table.to_string(index=False))
+    write_benchmark(table, args.out, f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
