@@ -126,7 +126,7 @@ def test_bad_input_is_named_before_any_compute_and_writes_nothing(
     args = ["translate-scan", "--model", str(model_path), "--source", str(image), "--out", str(out)]
     samples = ["--n-samples", "1", "--std", str(std)] if problem == "std of one sample" else []
     start = ["--start", "atlas_map"] if problem == "atlas_map start" else []
-    assert expected in _error(capsys, *args, *samples, *start, *SAMPLING)
+    assert expected in _error(capsys, *args, *samples, *SAMPLING, *start)  # start last: it overrides SAMPLING's
     assert list(tmp_path.glob("out*")) == [] and not std.exists()
 
 
