@@ -2,7 +2,8 @@
 workflow's `preprocess` rule runs it (one ITK thread), under cProfile on a phantom subject of a run,
 split into its parts: N4 (every contrast), brain extraction (the SyN registration of the reference
 head, then warping its brain and tissue maps), the rigid registration of each source, the tissue
-labels, the phantom's registration-error QC, and the rest (reading, normalising, writing). Writes results/benchmarks/preprocess_profile.csv.
+labels, the phantom's registration-error QC, and the rest (reading, normalising, writing).
+Writes results/benchmarks/preprocess_profile.csv.
 
     ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 .venv/bin/python scripts/profile_preprocess.py \
         --cohort results/cohort --subject 01
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from midiffusion.layout import bids_image
 from midiffusion.preprocess import SubjectImages, preprocess_subject
 from profile_training import cumulative_seconds, write_benchmark
 
@@ -54,11 +56,11 @@ def main() -> None:
     parser.add_argument("--subject", default="01")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/preprocess_profile.csv"))
     args = parser.parse_args()
-    anat = args.cohort / f"sub-{args.subject}" / "anat"
-    stem = f"sub-{args.subject}"
     inputs = SubjectImages(
-        subject=args.subject, target="T1w", images={c: anat / f"{stem}_{c}.nii.gz" for c in ("T1w", "PDw", "T2w")},
-        labels=anat / f"{stem}_dseg.nii.gz", misalignment=anat / f"{stem}_misalignment.json",
+        subject=args.subject, target="T1w",
+        images={c: bids_image(args.cohort, args.subject, c) for c in ("T1w", "PDw", "T2w")},
+        labels=bids_image(args.cohort, args.subject, "dseg"),
+        misalignment=bids_image(args.cohort, args.subject, "misalignment", ".json"),
     )
     table = profile(inputs)
     table.insert(0, "subject", args.subject)

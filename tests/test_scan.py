@@ -121,7 +121,8 @@ def test_bad_input_is_named_before_any_compute_and_writes_nothing(
         loaded = torch.load(model, weights_only=True)
         torch.save({"model": loaded["model"], "config": loaded["config"]}, tmp_path / "old.pt")
     model_path = {"missing model": tmp_path / "nope.pt", "not a model": tmp_path / "other.pt",
-                  "image as model": source.path, "model without target intensities": tmp_path / "old.pt"}.get(problem, model)
+                  "image as model": source.path,
+                  "model without target intensities": tmp_path / "old.pt"}.get(problem, model)
     out, std = tmp_path / "out.nii.gz", tmp_path / "std.nii.gz"
     args = ["translate-scan", "--model", str(model_path), "--source", str(image), "--out", str(out)]
     samples = ["--n-samples", "1", "--std", str(std)] if problem == "std of one sample" else []
