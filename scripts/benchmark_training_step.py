@@ -1,8 +1,8 @@
 """Seconds per diffusion training step under the CPU-side levers of issue 18 that keep the maths:
 torch threads, flushing subnormal floats to zero, Adam's fused kernel, channels-last memory, oneDNN
 (mkldnn) convolutions off, and torch.compile. One process, the default config, the default run's
-own slices; each variant gets a fresh model and optimizer, warms up, then is timed, and the baseline is timed again at the end so
-that a drift of the machine shows. Writes results/benchmarks/training_step.csv.
+own slices; each variant gets a fresh model and optimizer, warms up, then is timed, and the baseline
+is timed again at the end so that a drift of the machine shows. Writes results/benchmarks/training_step.csv.
 
     .venv/bin/python scripts/benchmark_training_step.py [--slices results/diffusion/train_slices.npz]
         [--steps 40] [--warmup 5]
