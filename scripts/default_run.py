@@ -9,7 +9,8 @@
 
     .venv/bin/python scripts/default_run.py [--workdir /tmp/midiffusion-default] [--cores 2]
 
-The clone uses this checkout's environment (the interpreter's bin folder on PATH). Measure on a quiet
+The clone uses this checkout's environment (the interpreter's bin folder on PATH) with its own
+package first on PYTHONPATH. Measure on a quiet
 machine: another job on the same cores slows every stage (docs/compute.md).
 """
 
@@ -44,7 +45,9 @@ def main() -> None:
         sys.exit(f"{args.workdir}: exists; a from-scratch run needs a new folder")
     commit = run(["git", "rev-parse", "HEAD"], ROOT, capture_output=True).stdout.strip()
     run(["git", "clone", "--quiet", str(ROOT), str(args.workdir)], ROOT)
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # the clone's package, not this checkout's editable install, so edits here cannot leak into the run
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "PYTHONPATH": str(args.workdir)}
     version = run(["snakemake", "--version"], args.workdir, capture_output=True, env=env).stdout.strip()
     began = time.perf_counter()
     with open(args.workdir / "default_run.log", "w") as log:
