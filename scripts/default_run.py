@@ -10,8 +10,8 @@
     .venv/bin/python scripts/default_run.py [--workdir /tmp/midiffusion-default] [--cores 2]
 
 The clone uses this checkout's environment (the interpreter's bin folder on PATH) with its own
-package first on PYTHONPATH. Measure on a quiet
-machine: another job on the same cores slows every stage (docs/compute.md).
+package first on PYTHONPATH. Measure on a quiet machine: another job on the same cores slows every
+stage (docs/compute.md).
 """
 
 from __future__ import annotations
