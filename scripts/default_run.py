@@ -36,6 +36,16 @@ def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, check=True, text=True, **kwargs)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else platform's guess: runs on "2 cores" differ several-fold by CPU."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/midiffusion-default"))
@@ -58,7 +68,8 @@ def main() -> None:
     run([sys.executable, str(ROOT / "scripts/collect_benchmarks.py"), str(stages), "--note",
          f"from-scratch default run (scripts/default_run.py), commit {commit[:7]}, {args.cores} cores"], args.workdir)
     record = {
-        "wall_s": round(wall_s, 1), "cores": args.cores, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "wall_s": round(wall_s, 1), "cores": args.cores,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {cpu_model()}",
         "commit": commit, "date": datetime.date.today().isoformat(), "snakemake": version,
         "peak_job_rss_mb": float(pd.read_csv(stages)["peak_rss_mb"].max()),
     }
