@@ -57,19 +57,25 @@ class ExtractedBrain:
     tissue_priors: np.ndarray
 
 
-def extract_brain(target: ants.ANTsImage, contrast: str, voxel_mm: float) -> ExtractedBrain:
+# ants.registration's settings for brain extraction. CC suits the same-contrast reference; the
+# full-resolution level aligns the cortex the tissue priors need. Cheaper settings cost label Dice
+# (docs/compute.md, scripts/benchmark_brain_extraction.py).
+BRAIN_EXTRACTION_SYN = {
+    "type_of_transform": "SyN", "syn_metric": "CC", "syn_sampling": 2, "reg_iterations": (40, 20, 10),
+}
+
+
+def extract_brain(
+    target: ants.ANTsImage, contrast: str, voxel_mm: float, registration: dict | None = None
+) -> ExtractedBrain:
     """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
-    the ICBM152 template (template.reference_head), is registered to it (affine then SyN) and the
-    reference's brain is warped back. The warped reference image and tissue maps come with it, from
-    the same registration."""
+    the ICBM152 template (template.reference_head), is registered to it (affine then SyN; `registration`
+    replaces BRAIN_EXTRACTION_SYN's ants.registration settings) and the reference's brain is warped back.
+    The warped reference image and tissue maps come with it, from the same registration."""
     reference = reference_head(max(1.0, float(round(voxel_mm))), contrast)
     moving = _to_ants(reference.image, reference.affine)
     with tempfile.TemporaryDirectory() as tmp:
-        # CC suits the same-contrast reference; the full-resolution level aligns the cortex the priors need.
-        reg = ants.registration(
-            target, moving, type_of_transform="SyN", syn_metric="CC", syn_sampling=2, reg_iterations=(40, 20, 10),
-            outprefix=f"{tmp}/tpl_",
-        )
+        reg = ants.registration(target, moving, outprefix=f"{tmp}/tpl_", **(registration or BRAIN_EXTRACTION_SYN))
 
         def warp(data: np.ndarray) -> np.ndarray:
             moved = ants.apply_transforms(target, _to_ants(data, reference.affine), reg["fwdtransforms"])
