@@ -112,3 +112,15 @@ def test_rival_trainers_take_the_target_schedule():
         methods.trainer_name("strong_aug", "MyTrainer")
     with pytest.raises(InputError, match="nnunet.trainer"):
         check_config(filled(nnunet={"trainer": "MyTrainer"}))
+
+
+@pytest.mark.parametrize("experiment", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_experiment_is_a_valid_override_of_the_default(experiment):
+    """Would catch an experiment file whose key was renamed or removed from the schema, or whose
+    values no longer pass the workflow's checks: it would only fail when someone runs it."""
+    import jsonschema
+
+    override = yaml.safe_load(experiment.read_text()) or {}
+    config = filled(**{section: values for section, values in override.items() if isinstance(values, dict)})
+    jsonschema.validate(config, schema())
+    check_config(config)
