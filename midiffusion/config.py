@@ -169,6 +169,8 @@ class SamplingConfig:
     start: Literal["noise", "atlas_map", "invert"] = _field("sampling", "start")
     start_t0: float = _field("sampling", "start_t0")
     lmi_gradient_scale: float = _field("sampling", "lmi_gradient_scale")
+    detail_radius: int = _field("sampling", "detail_radius")
+    detail_eps: float = _field("sampling", "detail_eps")
 
     def __post_init__(self) -> None:
         checks = {
@@ -182,6 +184,8 @@ class SamplingConfig:
             f"start in {_choices('sampling', 'start')}": self.start in _choices("sampling", "start"),
             "start_t0 in [0, 1]": 0 <= self.start_t0 <= 1,
             "lmi_gradient_scale >= 0": self.lmi_gradient_scale >= 0,
+            "detail_radius >= 0": self.detail_radius >= 0,
+            "detail_eps > 0": self.detail_eps > 0,
         }
         _require("sampling", checks, asdict(self))
 

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .config import SamplingConfig
+from .detail import transfer_detail
 from .io import InputError, check_mask, check_same_grid, load_volume, save_volume
 from .layout import BACKGROUND
 from .model import LoadedModel, load_model
@@ -76,7 +77,8 @@ def translate_volume(
 ) -> Path:
     """Sample every brain slice of the normalised source volume, reassemble on the mask's grid.
 
-    Writes the mean over `config.n_samples` samples to `out_path` (background -1 outside the brain mask)
+    Writes the mean over `config.n_samples` samples to `out_path` (background -1 outside the brain mask;
+    a guided translation with the source's detail put back: config.detail_radius, midiffusion.detail)
     and, when `std_path` is given, the voxelwise standard deviation over the samples. Unguided
     sampling reads no source (source_path may be None): its image depends on the brain mask only.
     `start_path`: the SDEdit start volume in [-1, 1] on the mask's grid (the config.start baseline's
@@ -107,4 +109,9 @@ def translate_volume(
     stack = np.stack(samples)
     if std_path is not None:
         save_volume(std_path, stack.std(axis=0), mask_volume.affine)
-    return save_volume(out_path, stack.mean(axis=0), mask_volume.affine)
+    translation = stack.mean(axis=0)
+    if guided:
+        coarse_source = np.where(mask, slices_to_volume(slices, geometry), BACKGROUND)  # what the sampler saw
+        translation = transfer_detail(translation, source.data, coarse_source, mask, config.detail_radius,
+                                      config.detail_eps)
+    return save_volume(out_path, translation, mask_volume.affine)

@@ -55,7 +55,9 @@ from midiffusion.translate import translate_volume
 # The sampler the levers were measured against: the default before this study made the invert start
 # the default (pure noise, classifier-free guidance 5). The variants change it, so the table stays
 # reproducible whatever today's default is.
-LEVER_BASE = SamplingConfig(start="noise", start_t0=0.5, guidance_scale=5.0)
+LEVER_BASE = SamplingConfig(start="noise", start_t0=0.5, guidance_scale=5.0, detail_radius=0)
+# The sampler that the levers above made the default on 2026-12-02, which the detail transfer refines.
+INVERT_START = {"start": "invert", "start_t0": 0.1, "guidance_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -97,17 +99,24 @@ VARIANTS = [
     Variant("guidance_1", {"guidance_scale": 1.0}),
     Variant("sdedit_atlas_t0.2_guidance_1", {"start": "atlas_map", "start_t0": 0.2, "guidance_scale": 1.0}),
     Variant("sdedit_atlas_t0.3_guidance_1", {"start": "atlas_map", "start_t0": 0.3, "guidance_scale": 1.0}),
-    Variant("sdedit_invert_t0.1_guidance_1", {"start": "invert", "start_t0": 0.1, "guidance_scale": 1.0}),
+    Variant("sdedit_invert_t0.1_guidance_1", INVERT_START),
     Variant("sdedit_invert_t0.2_guidance_1", {"start": "invert", "start_t0": 0.2, "guidance_scale": 1.0}),
     Variant("sdedit_invert_t0.3_guidance_1", {"start": "invert", "start_t0": 0.3, "guidance_scale": 1.0}),
     Variant("sdedit_invert_t0.0", {"start": "invert", "start_t0": 0.0}),  # invert through the slice grid
+    # Detail transfer (midiffusion.detail): the source's full-resolution detail put back by a local linear
+    # fit over (2 r + 1)^3 voxels with ridge eps; on the invert start, and on the noise start.
+    *(Variant(f"sdedit_invert_t0.1_guidance_1+detail_r{r}_eps{eps:g}", {**INVERT_START, "detail_radius": r,
+                                                                       "detail_eps": eps})
+      for r, eps in ((1, 0.01), (2, 0.01), (3, 0.01), (2, 0.001), (2, 0.1))),
+    Variant("default+detail_r2_eps0.01", {"detail_radius": 2, "detail_eps": 0.01}),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
 REFERENCES = ("grid_ceiling", "invert", "atlas_map", "midiffusion")
 SUBJECT_METHODS = ("grid_ceiling",)  # one image per subject, not per source
 MAPS = ("invert", "atlas_map")  # the zero-shot intensity maps a lever must beat
-SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples")
+SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples", "detail_radius",
+            "detail_eps")
 CLASSES = tuple(TISSUE_LABELS)  # CSF, GM, WM
 COLUMNS = ["variant", "kind", "anatomy", "subject", "source", *SETTINGS, "corr", "ssim", "psnr", "dice",
            *(f"dice_{c}" for c in CLASSES), "unet_calls", "seconds_per_slice", "load"]
@@ -299,7 +308,7 @@ def sdedit_curve(table: pd.DataFrame, guidance_scale: float = LEVER_BASE.guidanc
     default = LEVER_BASE
     levers = table[table["kind"] == "lever"]
     others = ((levers["lmi_gradient_scale"] == default.lmi_gradient_scale) & (levers["eta"] == default.eta)
-              & (levers["n_samples"] == default.n_samples))
+              & (levers["n_samples"] == default.n_samples) & (levers["detail_radius"].fillna(0) == 0))
     guided = others & (levers["guidance_scale"] == guidance_scale)
     sdedit = levers[(guided | (others & (levers["start_t0"] == 0))) & (levers["start"] == "atlas_map")]
     points = pd.concat([sdedit, levers[guided & (levers["start"] == "noise")].assign(start_t0=1.0)])
