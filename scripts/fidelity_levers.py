@@ -107,7 +107,7 @@ VARIANTS = [
     # fit over (2 r + 1)^3 voxels with ridge eps; on the invert start, and on the noise start.
     *(Variant(f"sdedit_invert_t0.1_guidance_1+detail_r{r}_eps{eps:g}", {**INVERT_START, "detail_radius": r,
                                                                        "detail_eps": eps})
-      for r, eps in ((1, 0.01), (2, 0.01), (3, 0.01), (2, 0.001), (2, 0.1))),
+      for r, eps in ((1, 0.01), (2, 0.01), (3, 0.01), (2, 0.001), (2, 0.1), (1, 0.001))),
     Variant("default+detail_r2_eps0.01", {"detail_radius": 2, "detail_eps": 0.01}),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of

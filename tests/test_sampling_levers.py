@@ -144,8 +144,9 @@ def test_the_default_starts_from_invert_and_the_paper_config_from_noise():
     """The default is the best fidelity lever (docs/results.md, "Fidelity levers"); paper.yaml keeps them off."""
     default = SamplingConfig()
     assert (default.start, default.guidance_scale, default.lmi_gradient_scale) == ("invert", 1.0, 0)
+    assert default.detail_radius == 1  # the detail transfer, docs/results.md "Detail transfer"
     paper = SamplingConfig(**yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["sampling"])
-    assert (paper.start, paper.guidance_scale, paper.lmi_gradient_scale) == ("noise", 1.0, 0)
+    assert (paper.start, paper.guidance_scale, paper.lmi_gradient_scale, paper.detail_radius) == ("noise", 1.0, 0, 0)
 
 
 @pytest.fixture(scope="module")
