@@ -18,6 +18,9 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from .io import InputError
+from .layout import BACKGROUND
+
+_ABOVE_BACKGROUND = 1e-6
 
 
 def transfer_detail(
@@ -32,8 +35,8 @@ def transfer_detail(
     it, with the slope shrunk by the ridge eps (a = cov / (var + eps): where the source is flat within
     the window, var << eps, the output is the translation's local mean; at an edge, var >> eps, the
     source's edge comes through with the translation's contrast). Each voxel then averages the (a, b)
-    of the windows that contain it and applies them to the full-resolution source. radius 0 returns
-    the translation.
+    of the windows that contain it and applies them to the full-resolution source, clipped to
+    (-1, 1]. radius 0 returns the translation.
     """
     shapes = {name: volume.shape for name, volume in
               (("translation", translation), ("source", source), ("coarse source", coarse_source), ("mask", mask))}
@@ -54,5 +57,6 @@ def transfer_detail(
     mean_coarse, mean_target = mean(coarse), mean(target)
     slope = (mean(coarse * target) - mean_coarse * mean_target) / (mean(coarse**2) - mean_coarse**2 + eps)
     intercept = mean_target - slope * mean_coarse
-    fitted = np.clip(mean(slope) * source + mean(intercept), -1, 1)
+    # In the data range, and above the background value, which marks "outside the brain" in the output.
+    fitted = np.clip(mean(slope) * source + mean(intercept), BACKGROUND + _ABOVE_BACKGROUND, 1)
     return np.where(mask, fitted, translation).astype(translation.dtype)
