@@ -318,7 +318,7 @@ def sdedit_curve(table: pd.DataFrame, guidance_scale: float = LEVER_BASE.guidanc
 def plot(table: pd.DataFrame, out_path: Path) -> Path:
     """Left: corr against Dice per variant (one marker per anatomy and source mean: the anatomy's shape,
     T2w filled, PDw hollow). Middle and right: Dice and corr against the SDEdit start's t0, at the
-    LEVER_BASE guidance scale (5) and without guidance (scale 1), where the table has those variants."""
+    LEVER_BASE guidance scale (5) and without guidance (scale 1), only where the table has those variants."""
     means = summary(table)
     variants = list(dict.fromkeys(means["variant"]))
     anatomies = sorted(means["anatomy"].unique(), key=lambda a: (a != TRAINING_ANATOMY, a))
@@ -327,8 +327,12 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
     if len(variants) > 10:
         palette = colormaps["tab20"].colors + colormaps["tab20b"].colors
     colours = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
-    figure = Figure(figsize=(18, 8))
-    left, legend, middle, right = figure.subplots(1, 4, gridspec_kw={"width_ratios": [1.5, 0.35, 1, 1]})
+    default, unguided = LEVER_BASE.guidance_scale, 1.0
+    curves = {scale: sdedit_curve(table, scale) for scale in (default, unguided)}
+    with_curves = any(len(curve) > 1 for curve in curves.values())  # else only the left panel and its legend
+    figure = Figure(figsize=(18, 8) if with_curves else (10, 8))
+    ratios = [1.5, 0.35, 1, 1] if with_curves else [1.5, 0.6]
+    left, legend, *curve_axes = figure.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
     legend.axis("off")
     for row in means.itertuples():
         filled = row.source == "T2w"
@@ -340,8 +344,20 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
     handles += [Line2D([], [], color="black", marker=shapes[a], linestyle="", label=a) for a in anatomies]
     handles += [Line2D([], [], color="black", marker="o", linestyle="", label="T2w"),
                 Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="", label="PDw")]
+    legend.legend(handles=handles, fontsize="small", loc="center", frameon=False)
+    if with_curves:
+        _plot_sdedit_curves(curves, means, anatomies, shapes, *curve_axes)
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    with atomic_path(out_path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    return out_path
+
+
+def _plot_sdedit_curves(curves: dict[float, pd.DataFrame], means: pd.DataFrame, anatomies: list[str],
+                        shapes: dict[str, str], middle: Any, right: Any) -> None:
+    """Dice and corr against the SDEdit start's t0 per anatomy and source, one line style per guidance scale."""
     default, unguided = LEVER_BASE.guidance_scale, 1.0
-    curves = {scale: sdedit_curve(table, scale) for scale in (default, unguided)}
     lines = sorted(curves[default].groupby(["anatomy", "source"]).groups,
                    key=lambda k: (anatomies.index(k[0]), k[1] != "T2w"))
     levels = means[means["variant"] == "atlas_map"].set_index(["anatomy", "source"])
@@ -364,13 +380,7 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
     keys += [Line2D([], [], color="grey", linestyle="-", label=f"guidance {default:g} (default)"),
              Line2D([], [], color="grey", linestyle="--", label=f"guidance {unguided:g}"),
              Line2D([], [], color="grey", linestyle=":", label="atlas_map (full resolution)")]
-    legend.legend(handles=handles, fontsize="small", loc="center", frameon=False)
     right.legend(handles=keys, fontsize="small", loc="lower left")
-    FigureCanvasAgg(figure)
-    figure.tight_layout()
-    with atomic_path(out_path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    return out_path
 
 
 def main() -> None:
