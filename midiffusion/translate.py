@@ -111,7 +111,7 @@ def translate_volume(
         save_volume(std_path, stack.std(axis=0), mask_volume.affine)
     translation = stack.mean(axis=0)
     if guided:
-        coarse_source = np.where(mask, slices_to_volume(slices, geometry), BACKGROUND)  # what the sampler saw
+        coarse_source = slices_to_volume(slices, geometry)  # what the sampler saw; the fit reads the brain only
         translation = transfer_detail(translation, source.data, coarse_source, mask, config.detail_radius,
                                       config.detail_eps)
     return save_volume(out_path, translation, mask_volume.affine)

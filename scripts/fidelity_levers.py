@@ -100,8 +100,8 @@ VARIANTS = [
     Variant("sdedit_atlas_t0.2_guidance_1", {"start": "atlas_map", "start_t0": 0.2, "guidance_scale": 1.0}),
     Variant("sdedit_atlas_t0.3_guidance_1", {"start": "atlas_map", "start_t0": 0.3, "guidance_scale": 1.0}),
     Variant("sdedit_invert_t0.1_guidance_1", INVERT_START),
-    Variant("sdedit_invert_t0.2_guidance_1", {"start": "invert", "start_t0": 0.2, "guidance_scale": 1.0}),
-    Variant("sdedit_invert_t0.3_guidance_1", {"start": "invert", "start_t0": 0.3, "guidance_scale": 1.0}),
+    Variant("sdedit_invert_t0.2_guidance_1", {**INVERT_START, "start_t0": 0.2}),
+    Variant("sdedit_invert_t0.3_guidance_1", {**INVERT_START, "start_t0": 0.3}),
     Variant("sdedit_invert_t0.0", {"start": "invert", "start_t0": 0.0}),  # invert through the slice grid
     # Detail transfer (midiffusion.detail): the source's full-resolution detail put back by a local linear
     # fit over (2 r + 1)^3 voxels with ridge eps; on the invert start, and on the noise start.
