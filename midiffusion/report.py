@@ -129,7 +129,7 @@ def _drop_blank_anatomy(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="Anatomy") if (table["Anatomy"] == "").all() else table
 
 
-def _zero_shot(method: str) -> bool:
+def is_zero_shot(method: str) -> bool:
     """A road a zero-shot user can take: not a bound that reads the test subjects' real target images."""
     return method not in METHODS or PRODUCERS[METHODS[method].producer].kind != "target"
 
@@ -138,7 +138,7 @@ def verdict_table(long_df: pd.DataFrame) -> pd.DataFrame:
     """Per source contrast, every zero-shot road ranked by mean Dice: Dice per class, the gap to the
     best road, and what a user must have to take it (methods.Method.needs)."""
     dice = summarise(long_df)
-    dice = dice[(dice["metric"] == "dice") & dice["method"].map(_zero_shot)]
+    dice = dice[(dice["metric"] == "dice") & dice["method"].map(is_zero_shot)]
     if dice.empty:
         raise InputError("metrics table: no Dice of a zero-shot method to rank")
     wide = dice.pivot_table(index=["anatomy", "source", "method"], columns="class", values="mean")

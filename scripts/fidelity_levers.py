@@ -52,12 +52,15 @@ from midiffusion.slices import slice_geometry
 from midiffusion.translate import translate_volume
 
 
+RUN_MODEL = "diffusion/model.pt"  # the run's diffusion model, in its results folder
 # The sampler the levers were measured against: the default before this study made the invert start
 # the default (pure noise, classifier-free guidance 5). The variants change it, so the table stays
 # reproducible whatever today's default is.
 LEVER_BASE = SamplingConfig(start="noise", start_t0=0.5, guidance_scale=5.0, detail_radius=0)
 # The sampler that the levers above made the default on 2026-12-02, which the detail transfer refines.
 INVERT_START = {"start": "invert", "start_t0": 0.1, "guidance_scale": 1.0}
+# That sampler with the detail transfer the levers below made the default on 2026-12-03.
+DETAIL_DEFAULT = {**INVERT_START, "detail_radius": 1, "detail_eps": 0.001}
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Variant:
 
     name: str
     settings: Mapping[str, Any]
+    model: str = RUN_MODEL  # relative to the run's results folder: another training's model
 
     def config(self) -> SamplingConfig:
         return dataclasses.replace(LEVER_BASE, **self.settings)
@@ -109,6 +113,13 @@ VARIANTS = [
                                                                        "detail_eps": eps})
       for r, eps in ((1, 0.01), (2, 0.01), (3, 0.01), (2, 0.001), (2, 0.1), (1, 0.001))),
     Variant("default+detail_r2_eps0.01", {"detail_radius": 2, "detail_eps": 0.01}),
+    # Around today's default (the invert start at t0 0.1 with the detail transfer r 1, eps 0.001): t0, and
+    # models trained on more varied anatomy (`diffusion.deform_copies` deformed copies of every training
+    # slice, control points moved by `deform_pixels`), trained beside the run's model (experiments/README.md).
+    *(Variant(f"sdedit_invert_t{t0:g}_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start_t0": t0})
+      for t0 in (0.05, 0.2)),
+    *(Variant(f"deform3_px{px}+detail_r1_eps0.001", DETAIL_DEFAULT, model=f"diffusion_deform3_px{px}/model.pt")
+      for px in (2, 4)),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
@@ -118,7 +129,7 @@ MAPS = ("invert", "atlas_map")  # the zero-shot intensity maps a lever must beat
 SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples", "detail_radius",
             "detail_eps")
 CLASSES = tuple(TISSUE_LABELS)  # CSF, GM, WM
-COLUMNS = ["variant", "kind", "anatomy", "subject", "source", *SETTINGS, "corr", "ssim", "psnr", "dice",
+COLUMNS = ["variant", "kind", "anatomy", "subject", "source", *SETTINGS, "model", "corr", "ssim", "psnr", "dice",
            *(f"dice_{c}" for c in CLASSES), "unet_calls", "seconds_per_slice", "load"]
 TARGET = "T1w"
 
@@ -405,7 +416,9 @@ def main() -> None:
         raise InputError(f"--variants: unknown {unknown}; expected some of {list(known)}")
     variants = [known[name] for name in args.variants] if args.variants else VARIANTS
     dirs = NnunetDirs(args.run / "nnunet")
-    model = args.run / "diffusion" / "model.pt"
+    absent = sorted({str(args.run / v.model) for v in variants if not (args.run / v.model).exists()})
+    if absent:
+        raise InputError(f"no model {absent}: train it first (scripts/fidelity_levers.py, VARIANTS)")
     subjects = [f"sub-{s.removeprefix('sub-')}" for s in args.subjects] if args.subjects else \
         test_subjects(args.run, dirs, args.dataset_id)
     starts = {v.config().start for v in variants} - {"noise"}
@@ -422,7 +435,7 @@ def main() -> None:
     images: dict[tuple[str, Case], Path] = {}
     jobs = [(v, c) for v in variants for c in cases]
     for k, (variant, case) in enumerate(jobs, 1):
-        image, computed = translate_case(variant, case, model, args.work)
+        image, computed = translate_case(variant, case, args.run / variant.model, args.work)
         images[variant.name, case] = image
         timing = json.loads(sidecar(image).read_text())
         print(f"[{k}/{len(jobs)}] {variant.name} {case.name}: {'translated' if computed else 'cached'}, "
@@ -442,7 +455,7 @@ def main() -> None:
                         device="cpu", num_processes=1, mirroring=False)
         print(f"segmented in {time.perf_counter() - began:.0f} s", flush=True)
 
-    schedule = load_model(model, "cpu").schedule
+    schedule = load_model(args.run / RUN_MODEL, "cpu").schedule  # the variants' models share it
     rows = []
     for (name, case), image in sorted(images.items(), key=lambda item: item[0][0] not in REFERENCES):
         lever = name not in REFERENCES  # references first, in their order; then the levers in theirs
@@ -455,6 +468,7 @@ def main() -> None:
         segmentation = segmentations[name, case]
         rows.append({"variant": name, "kind": "lever" if lever else "reference", "anatomy": anatomy_of(case.subject),
                      "subject": case.subject, "source": case.source, **settings_of(config),
+                     "model": known[name].model if lever else RUN_MODEL if name == "midiffusion" else "",
                      **score(case, image, segmentation, sidecar(segmentation)),
                      "unet_calls": unet_calls(config, schedule), "seconds_per_slice": seconds_per_slice,
                      "load": load})
