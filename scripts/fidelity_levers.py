@@ -118,6 +118,7 @@ VARIANTS = [
     # slice, control points moved by `deform_pixels`), trained beside the run's model (experiments/README.md).
     *(Variant(f"sdedit_invert_t{t0:g}_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start_t0": t0})
       for t0 in (0.05, 0.2)),
+    Variant("sdedit_atlas_t0.1_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start": "atlas_map"}),
     *(Variant(f"deform3_px{px}+detail_r1_eps0.001", DETAIL_DEFAULT, model=f"diffusion_deform3_px{px}/model.pt")
       for px in (2, 4)),
 ]
