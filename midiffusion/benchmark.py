@@ -40,16 +40,21 @@ def benchmark_sampling(
     device: str = "auto",
     labels_path: Path | None = None,
     segmenter: Segmenter | None = None,
+    start_path: Path | None = None,
 ) -> pd.DataFrame:
-    """Translate the `n_slices` central brain slices with DDPM (all T steps) and DDIM (each of
+    """Translate the `n_slices` central brain slices with DDPM (every step of T) and DDIM (each of
     `ddim_steps`), with the rest of `config` (eta, guidance scale, seed: the same initial noise for
-    every setting); write one row per setting:
+    every setting), from pure noise or, with `start_path` (the image config.start names, on the
+    source's grid), from that SDEdit start at config.start_t0: the chain the workflow translates
+    with, so DDPM runs its steps below t0 and DDIM its own grid's. One row per setting:
     PSNR / SSIM / MAE against the real target inside the brain on those slices, UNet calls and wall
     time per slice. With `labels_path` and `segmenter` (the trained nnU-Net), also the Dice per class
     of the segmented translations on those slices (columns dice_CSF, dice_GM, dice_WM, dice_mean)."""
     loaded = load_model(model_path, device)
-    source, target, mask_volume = (load_volume(p) for p in (source_path, target_path, mask_path))
-    check_same_grid([source, target, mask_volume])
+    paths = [source_path, target_path, mask_path] + ([start_path] if start_path else [])
+    volumes_in = [load_volume(p) for p in paths]
+    check_same_grid(volumes_in)
+    source, target, mask_volume = volumes_in[:3]
     mask = check_mask(mask_volume.data, mask_path)
     full = slice_geometry(mask, loaded.config.image_size)
     middle = len(full.z_indices) // 2
@@ -58,12 +63,14 @@ def benchmark_sampling(
     in_slices = np.zeros_like(mask)
     in_slices[:, :, list(chosen)] = mask[:, :, list(chosen)]
     slices = volume_to_slices(source.data, geometry)
+    start = volume_to_slices(volumes_in[3].data, geometry) if start_path else None
     rows, volumes = [], []
     settings = [("ddpm", loaded.schedule.timesteps), *[("ddim", s) for s in ddim_steps]]
     for sampler, steps in tqdm(settings, desc="sampler settings", unit="setting"):
         setting = dataclasses.replace(config, sampler=sampler, steps=steps)
         start = time.perf_counter()
-        result = sample_slices(loaded, slices, setting, generator=torch.Generator().manual_seed(config.seed))
+        result = sample_slices(loaded, slices, setting, start=start,
+                               generator=torch.Generator().manual_seed(config.seed))
         seconds = time.perf_counter() - start
         volumes.append(np.where(in_slices, slices_to_volume(result.images, geometry), BACKGROUND))
         rows.append({

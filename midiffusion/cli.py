@@ -131,7 +131,7 @@ def cmd_benchmark_sampling(args: argparse.Namespace) -> None:
     benchmark_sampling(args.model, args.source, args.target, args.mask, args.out,
                        ddim_steps=args.ddim_steps, n_slices=args.n_slices,
                        config=SamplingConfig.from_dict(_options(args.options)), device=args.device,
-                       labels_path=args.labels, segmenter=segmenter)
+                       labels_path=args.labels, segmenter=segmenter, start_path=args.start)
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
@@ -378,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, required=True)
     p.add_argument("--target", type=Path, required=True)
     p.add_argument("--mask", type=Path, required=True)
+    p.add_argument("--start", type=Path, help="the SDEdit start volume (sampling.start's image of the case); "
+                   "without it every setting samples from pure noise")
     p.add_argument("--ddim-steps", type=int, nargs="+", default=list(default("benchmark", "ddim_steps")))
     p.add_argument("--n-slices", type=int, default=default("benchmark", "n_slices"))
     p.add_argument("--options", default="{}", help="JSON object of sampling settings (eta, guidance_scale, seed...)")

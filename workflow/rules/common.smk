@@ -141,9 +141,15 @@ def translate_inputs(wildcards):
     if PRODUCERS[wildcards.producer].uses_source:
         source = case_source(wildcards)
         inputs["source"] = normalised(subject, source)
-        if config["sampling"]["start"] != "noise":
-            inputs["start"] = method_image(config["sampling"]["start"], subject, source)
+        if start := sampling_start(subject, source):
+            inputs["start"] = start
     return inputs
+
+
+def sampling_start(subject, source):
+    """The SDEdit start of a case, sampling.start's image of it; [] for the noise start."""
+    start = config["sampling"]["start"]
+    return [] if start == "noise" else method_image(start, subject, source)
 
 
 def labels_path(subject):

@@ -61,9 +61,11 @@ rule benchmark_sampling:
         mask=preprocessed(SPLIT.test[0], "brainmask"),
         labels=preprocessed(SPLIT.test[0], "labels"),
         nnunet=nnunet_model(NNUNET_DATASET),
+        start=sampling_start(SPLIT.test[0], SOURCES[0]),
     output:
         "results/benchmarks/sampling.csv",
     params:
+        start=lambda wildcards, input: f"--start {input.start}" if input.start else "",
         ddim_steps=config["benchmark"]["ddim_steps"],
         n_slices=config["benchmark"]["n_slices"],
         options=json_option("sampling"),
@@ -81,6 +83,6 @@ rule benchmark_sampling:
         "../../envs/diffusion.yaml"
     shell:
         "OMP_NUM_THREADS={threads} midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
-        "--mask {input.mask} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} "
+        "--mask {input.mask} {params.start} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} "
         "--options {params.options:q} --labels {input.labels} {params.nnunet} --out {output} "
         "> {log} 2>&1"
