@@ -63,13 +63,13 @@ def benchmark_sampling(
     in_slices = np.zeros_like(mask)
     in_slices[:, :, list(chosen)] = mask[:, :, list(chosen)]
     slices = volume_to_slices(source.data, geometry)
-    start = volume_to_slices(volumes_in[3].data, geometry) if start_path else None
+    start_slices = volume_to_slices(volumes_in[3].data, geometry) if start_path else None
     rows, volumes = [], []
     settings = [("ddpm", loaded.schedule.timesteps), *[("ddim", s) for s in ddim_steps]]
     for sampler, steps in tqdm(settings, desc="sampler settings", unit="setting"):
         setting = dataclasses.replace(config, sampler=sampler, steps=steps)
         start = time.perf_counter()
-        result = sample_slices(loaded, slices, setting, start=start,
+        result = sample_slices(loaded, slices, setting, start=start_slices,
                                generator=torch.Generator().manual_seed(config.seed))
         seconds = time.perf_counter() - start
         volumes.append(np.where(in_slices, slices_to_volume(result.images, geometry), BACKGROUND))
