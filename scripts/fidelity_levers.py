@@ -368,8 +368,9 @@ def plot(table: pd.DataFrame, out_path: Path) -> Path:
 
 def _plot_sdedit_curves(curves: dict[float, pd.DataFrame], means: pd.DataFrame, anatomies: list[str],
                         shapes: dict[str, str], middle: Any, right: Any) -> None:
-    """Dice and corr against the SDEdit start's t0 per anatomy and source, one line style per guidance scale."""
-    default, unguided = LEVER_BASE.guidance_scale, 1.0
+    """Dice and corr against the SDEdit start's t0 per anatomy and source, one line style per guidance scale
+    (curves: the default scale's, then the unguided one's)."""
+    default, unguided = curves
     lines = sorted(curves[default].groupby(["anatomy", "source"]).groups,
                    key=lambda k: (anatomies.index(k[0]), k[1] != "T2w"))
     levels = means[means["variant"] == "atlas_map"].set_index(["anatomy", "source"])
