@@ -121,6 +121,12 @@ VARIANTS = [
     Variant("sdedit_atlas_t0.1_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start": "atlas_map"}),
     *(Variant(f"deform3_px{px}+detail_r1_eps0.001", DETAIL_DEFAULT, model=f"diffusion_deform3_px{px}/model.pt")
       for px in (2, 4)),
+    # The sampler's other levers, measured again on top of that default: averaging samples, a deterministic
+    # DDIM (eta 0), classifier-free guidance above 1, LMI gradient guidance.
+    *(Variant(f"sdedit_invert_t0.1_guidance_1+detail_r1_eps0.001+{name}", {**DETAIL_DEFAULT, **settings})
+      for name, settings in (("samples_3", {"n_samples": 3}), ("eta0", {"eta": 0.0}),
+                             ("guidance_2", {"guidance_scale": 2.0}), ("lmi_grad_0.03", {"lmi_gradient_scale": 0.03}),
+                             ("lmi_grad_0.1", {"lmi_gradient_scale": 0.1}))),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.

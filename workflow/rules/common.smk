@@ -152,6 +152,11 @@ def sampling_start(subject, source):
     return [] if start == "noise" else method_image(start, subject, source)
 
 
+def start_option(wildcards, input):
+    """The --start option of translate and benchmark-sampling: the rule's SDEdit start input, if it has one."""
+    return f"--start {input.start}" if input.get("start") else ""
+
+
 def labels_path(subject):
     """Labels on the target grid: the phantom's truth, the user's files, or None (Atropos makes them)."""
     if PHANTOM:

@@ -65,7 +65,7 @@ rule benchmark_sampling:
     output:
         "results/benchmarks/sampling.csv",
     params:
-        start=lambda wildcards, input: f"--start {input.start}" if input.start else "",
+        start=start_option,
         ddim_steps=config["benchmark"]["ddim_steps"],
         n_slices=config["benchmark"]["n_slices"],
         options=json_option("sampling"),

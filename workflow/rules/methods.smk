@@ -13,7 +13,7 @@ rule translate:
         producer="|".join(producers("diffusion")),
     params:
         source=lambda wildcards, input: f"--source {input.source}" if "source" in input.keys() else "",
-        start=lambda wildcards, input: f"--start {input.start}" if "start" in input.keys() else "",
+        start=start_option,
         options=json_option("sampling"),
     threads: 2
     resources:
