@@ -127,6 +127,14 @@ VARIANTS = [
       for name, settings in (("samples_3", {"n_samples": 3}), ("eta0", {"eta": 0.0}),
                              ("guidance_2", {"guidance_scale": 2.0}), ("lmi_grad_0.03", {"lmi_gradient_scale": 0.03}),
                              ("lmi_grad_0.1", {"lmi_gradient_scale": 0.1}))),
+    # The native in-plane resolution: models trained on 96 x 96 slices (the brain's ~95 voxels at 2 mm; one more
+    # UNet level, so self-attention stays at 12 x 12) and on 64 x 64 (attention at 16 x 16), beside the run's
+    # (docs/results.md, "Native resolution"); without the detail transfer, which has little left to restore
+    # there (one row with it), and at later starts: the same noise level destroys less of a finer image.
+    Variant("native96_t0.1+detail_r1", DETAIL_DEFAULT, model="diffusion_96/model.pt"),
+    *(Variant(f"native{size}_t{t0:g}", {**DETAIL_DEFAULT, "detail_radius": 0, "start_t0": t0},
+              model=f"diffusion_{size}/model.pt")
+      for size in (96, 64) for t0 in (0.1, 0.2, 0.3)),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
