@@ -51,10 +51,9 @@ def benchmark_sampling(
     time per slice. With `labels_path` and `segmenter` (the trained nnU-Net), also the Dice per class
     of the segmented translations on those slices (columns dice_CSF, dice_GM, dice_WM, dice_mean)."""
     loaded = load_model(model_path, device)
-    paths = [source_path, target_path, mask_path] + ([start_path] if start_path else [])
-    volumes_in = [load_volume(p) for p in paths]
-    check_same_grid(volumes_in)
-    source, target, mask_volume = volumes_in[:3]
+    source, target, mask_volume = (load_volume(p) for p in (source_path, target_path, mask_path))
+    start_volume = load_volume(start_path) if start_path else None
+    check_same_grid([source, target, mask_volume] + ([start_volume] if start_volume is not None else []))
     mask = check_mask(mask_volume.data, mask_path)
     full = slice_geometry(mask, loaded.config.image_size)
     middle = len(full.z_indices) // 2
@@ -63,7 +62,7 @@ def benchmark_sampling(
     in_slices = np.zeros_like(mask)
     in_slices[:, :, list(chosen)] = mask[:, :, list(chosen)]
     slices = volume_to_slices(source.data, geometry)
-    start_slices = volume_to_slices(volumes_in[3].data, geometry) if start_path else None
+    start_slices = volume_to_slices(start_volume.data, geometry) if start_volume is not None else None
     rows, volumes = [], []
     settings = [("ddpm", loaded.schedule.timesteps), *[("ddim", s) for s in ddim_steps]]
     for sampler, steps in tqdm(settings, desc="sampler settings", unit="setting"):

@@ -193,8 +193,9 @@ def with_deformed_copies(images: torch.Tensor, copies: int, pixels: float, seed:
 
     Every phantom subject is one anatomy under a mild warp; the copies widen the anatomy the
     model's prior knows (measured without gain at the default's budget: docs/results.md, "Training
-    anatomy and the sampler start"). A deformation moves the points of a 4 x 4 control grid by N(0, pixels) in each direction and
-    interpolates the field smoothly (bicubic) over the slice; the background (-1) stays background.
+    anatomy and the sampler start"). A deformation moves the points of a 4 x 4 control grid by
+    N(0, pixels) in each direction and interpolates the field smoothly (bicubic) over the slice; the
+    background (-1) stays background.
     Made once before training, so the self-LMI cache covers the copies and a step costs what it did.
     """
     if copies == 0 or pixels == 0:

@@ -130,7 +130,7 @@ VARIANTS = [
     # The native in-plane resolution: models trained on 96 x 96 slices (the brain's ~95 voxels at 2 mm; one more
     # UNet level, so self-attention stays at 12 x 12) and on 64 x 64 (attention at 16 x 16), beside the run's
     # (docs/results.md, "Native resolution"); without the detail transfer, which has little left to restore
-    # there (one row with it), and at later starts: the same noise level destroys less of a finer image.
+    # at 96 (a row each with it), and at later starts: the same noise level destroys less of a finer image.
     *(Variant(f"native{size}_t0.1+detail_r1", DETAIL_DEFAULT, model=f"diffusion_{size}/model.pt") for size in (96, 64)),
     *(Variant(f"native{size}_t{t0:g}", {**DETAIL_DEFAULT, "detail_radius": 0, "start_t0": t0},
               model=f"diffusion_{size}/model.pt")
