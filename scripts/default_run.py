@@ -9,6 +9,10 @@
 
     .venv/bin/python scripts/default_run.py [--workdir /tmp/midiffusion-default] [--cores 2]
 
+With `--experiment experiments/NAME.yaml` it times the default with that override instead (snakemake
+`--configfile config/config.yaml experiments/NAME.yaml`) and writes only its own records:
+results/benchmarks/NAME_run.{json,csv} and the run's summary as results/tables/NAME_summary.csv.
+
 The clone uses this checkout's environment (the interpreter's bin folder on PATH) with its own
 package first on PYTHONPATH. Measure on a quiet machine: another job on the same cores slows every
 stage (docs/compute.md).
@@ -46,14 +50,35 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def records(experiment: Path | None) -> tuple[str, str, str | None]:
+    """Where a run's records go, relative to the repository: stage times, the run's JSON and, for an
+    experiment, its summary table (the default's tables are copied to their own tracked places)."""
+    if experiment is None:
+        return "results/benchmarks/pipeline_default.csv", "results/benchmarks/default_run.json", None
+    return (f"results/benchmarks/{experiment.stem}_run.csv", f"results/benchmarks/{experiment.stem}_run.json",
+            f"results/tables/{experiment.stem}_summary.csv")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/midiffusion-default"))
     parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument("--experiment", type=Path, help="an override under experiments/, committed: the "
+                        "default with it, recorded under its own name; the default's results stay untouched")
     args = parser.parse_args()
     if args.workdir.exists():
         sys.exit(f"{args.workdir}: exists; a from-scratch run needs a new folder")
     commit = run(["git", "rev-parse", "HEAD"], ROOT, capture_output=True).stdout.strip()
+    configs = []
+    if args.experiment is not None:
+        path = args.experiment.resolve()
+        tracked = path.is_relative_to(ROOT) and not subprocess.run(
+            ["git", "ls-files", "--error-unmatch", str(path)], cwd=ROOT, capture_output=True).returncode
+        if not tracked:
+            sys.exit(f"{args.experiment}: not a committed file of this repository (the run clones HEAD)")
+        experiment = path.relative_to(ROOT).as_posix()
+        configs = ["--configfile", "config/config.yaml", experiment]
+    stages_at, record_at, summary_at = records(args.experiment)
     run(["git", "clone", "--quiet", str(ROOT), str(args.workdir)], ROOT)
     # the clone's package, not this checkout's editable install, so edits here cannot leak into the run
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -61,25 +86,28 @@ def main() -> None:
     version = run(["snakemake", "--version"], args.workdir, capture_output=True, env=env).stdout.strip()
     began = time.perf_counter()
     with open(args.workdir / "default_run.log", "w") as log:
-        run(["snakemake", "all", "--cores", str(args.cores)], args.workdir, env=env, stdout=log,
+        run(["snakemake", "all", "--cores", str(args.cores), *configs], args.workdir, env=env, stdout=log,
             stderr=subprocess.STDOUT)
     wall_s = time.perf_counter() - began
-    stages = args.workdir / "results/benchmarks/pipeline_default.csv"
-    run([sys.executable, str(ROOT / "scripts/collect_benchmarks.py"), str(stages), "--note",
-         f"from-scratch default run (scripts/default_run.py), commit {commit[:7]}, {args.cores} cores"], args.workdir)
+    name = f"experiment {args.experiment.name}" if args.experiment else "default run"
+    run([sys.executable, str(ROOT / "scripts/collect_benchmarks.py"), str(args.workdir / stages_at), "--note",
+         f"from-scratch {name} (scripts/default_run.py), commit {commit[:7]}, {args.cores} cores"], args.workdir)
     record = {
         "wall_s": round(wall_s, 1), "cores": args.cores,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {cpu_model()}",
         "commit": commit, "date": datetime.date.today().isoformat(), "snakemake": version,
-        "peak_job_rss_mb": float(pd.read_csv(stages)["peak_rss_mb"].max()),
+        "peak_job_rss_mb": float(pd.read_csv(args.workdir / stages_at)["peak_rss_mb"].max()),
     }
-    (args.workdir / "results/benchmarks/default_run.json").write_text(json.dumps(record, indent=2) + "\n")
-    tracked = run(["git", "ls-files", "results"], args.workdir, capture_output=True).stdout.split()
-    for relative in [*tracked, "results/benchmarks/default_run.json"]:
-        made = args.workdir / relative
-        if made.exists():
+    (args.workdir / record_at).write_text(json.dumps(record, indent=2) + "\n")
+    if summary_at is None:
+        made = run(["git", "ls-files", "results"], args.workdir, capture_output=True).stdout.split()
+    else:
+        shutil.copy2(args.workdir / "results/tables/summary.csv", args.workdir / summary_at)
+        made = [stages_at, summary_at]
+    for relative in [*made, record_at]:
+        if (args.workdir / relative).exists():
             (ROOT / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(made, ROOT / relative)
+            shutil.copy2(args.workdir / relative, ROOT / relative)
     print(json.dumps(record, indent=2))
 
 

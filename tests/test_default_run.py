@@ -1,0 +1,36 @@
+"""scripts/default_run.py: where a run's records go, and an experiment it cannot run refused up front
+(the timed run itself takes an hour: docs/compute.md)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "default_run.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("default_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_default_and_an_experiment_record_to_their_own_files():
+    records = _module().records
+    assert records(None) == ("results/benchmarks/pipeline_default.csv", "results/benchmarks/default_run.json",
+                             None)
+    assert records(Path("experiments/native_resolution_64.yaml")) == (
+        "results/benchmarks/native_resolution_64_run.csv", "results/benchmarks/native_resolution_64_run.json",
+        "results/tables/native_resolution_64_summary.csv")
+
+
+def test_an_uncommitted_experiment_is_refused_before_the_clone(tmp_path):
+    stray = tmp_path / "mine.yaml"
+    stray.write_text("slices:\n  size: 64\n")
+    workdir = tmp_path / "run"
+    result = subprocess.run([sys.executable, SCRIPT, "--workdir", workdir, "--experiment", stray],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"{stray}: not a committed file of this repository" in result.stderr
+    assert not workdir.exists()
