@@ -135,6 +135,9 @@ VARIANTS = [
     *(Variant(f"native{size}_t{t0:g}", {**DETAIL_DEFAULT, "detail_radius": 0, "start_t0": t0},
               model=f"diffusion_{size}/model.pt")
       for size in (96, 64) for t0 in (0.1, 0.2, 0.3)),
+    # The 64 x 64 grid trained 1,500 steps instead of 2,500: its from-scratch run took 65.6 min on 2 cores, and
+    # 1,000 fewer steps save about 6 of them (docs/results.md, "Native resolution").
+    Variant("native64_steps1500_t0.1+detail_r1", DETAIL_DEFAULT, model="diffusion_64_steps1500/model.pt"),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
