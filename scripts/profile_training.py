@@ -58,10 +58,13 @@ def cumulative_seconds(stats: pstats.Stats, suffix: str, name: str) -> float:
     return max(times, default=0.0)
 
 
-def write_benchmark(table: pd.DataFrame, out: Path, machine: str) -> None:
-    """The table, with the date and the machine as its first columns, written atomically and printed."""
+def write_benchmark(table: pd.DataFrame, out: Path, machine: str, append: bool = False) -> None:
+    """The table, with the date and the machine as its first columns, written atomically and printed;
+    with `append`, after the rows already in `out`."""
     table.insert(0, "machine", machine)
     table.insert(0, "date", datetime.date.today().isoformat())
+    if append and out.exists():
+        table = pd.concat([pd.read_csv(out), table], ignore_index=True)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     print(table.to_string(index=False))
