@@ -1,23 +1,18 @@
 """scripts/default_run.py: where a run's records go, and an experiment it cannot run refused up front
 (the timed run itself takes an hour: docs/compute.md)."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "default_run.py"
+from conftest import ROOT, load_script
 
+SCRIPT = ROOT / "scripts" / "default_run.py"
 
-def _module():
-    spec = importlib.util.spec_from_file_location("default_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_default_and_an_experiment_record_to_their_own_files():
-    records = _module().records
+    records = load_script("default_run").records
     assert records(None) == ("results/benchmarks/pipeline_default.csv", "results/benchmarks/default_run.json",
                              None)
     assert records(Path("experiments/native_resolution_64.yaml")) == (

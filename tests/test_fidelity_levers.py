@@ -1,24 +1,16 @@
 """scripts/fidelity_levers.py: the means table, its Markdown, the SDEdit curve and the figure, on a
 hand-made table (the translations and nnU-Net are the workflow's, tested elsewhere)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def levers():
-    spec = importlib.util.spec_from_file_location("fidelity_levers", ROOT / "scripts" / "fidelity_levers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fidelity_levers")
 
 
 def table(levers) -> pd.DataFrame:

@@ -1,6 +1,5 @@
 """Summary statistics, tables and figures on hand-made frames and tiny synthetic NIfTIs."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import ROOT, load_script
 from midiffusion.io import InputError, save_volume
 from midiffusion.report import (
     GridRow,
@@ -24,7 +24,6 @@ from midiffusion.report import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _long_frame() -> pd.DataFrame:
@@ -169,22 +168,15 @@ def test_plot_sampler_curve_writes_png(tmp_path):
         plot_sampler_curve(csv, tmp_path / "bad.png")
 
 
-def _readme_script():
-    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "scripts" / "readme_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_summary_replaces_only_the_marked_block():
     readme = "intro\n<!-- summary:start -->\nold\n<!-- summary:end -->\nrest\n"
-    updated = _readme_script().readme_with_table(readme, "summary", "# Evaluation summary\n\n| a |\n|---|\n| 1 |\n")
+    updated = load_script("readme_results").readme_with_table(readme, "summary", "# Evaluation summary\n\n| a |\n|---|\n| 1 |\n")
     assert updated == "intro\n<!-- summary:start -->\n| a |\n|---|\n| 1 |\n<!-- summary:end -->\nrest\n"
 
 
 def test_readme_shows_the_committed_tables():
     readme = (ROOT / "README.md").read_text()
-    assert _readme_script().readme_with_tables(readme) == readme, "run scripts/readme_results.py"
+    assert load_script("readme_results").readme_with_tables(readme) == readme, "run scripts/readme_results.py"
 
 
 def test_intensity_bound_tables_per_contrast(tmp_path):
