@@ -79,6 +79,11 @@ def from_dict(cls: type[T], values: Mapping[str, Any], section: str) -> T:
     return cls(**{name: _convert(section, name, kinds[name], value) for name, value in values.items()})
 
 
+def feature_map_sizes(image_size: int, levels: int) -> list[int]:
+    """The UNet's feature-map sizes, one per level: each level halves the slice."""
+    return [image_size // 2**i for i in range(levels)]
+
+
 def _require(section: str, checks: Mapping[str, bool], got: Mapping[str, Any]) -> None:
     """Raise InputError for the first failed check, naming the key and its value."""
     for rule, ok in checks.items():
@@ -140,6 +145,15 @@ class DiffusionConfig:
             "lmi_bins >= 2": self.lmi_bins >= 2,
             "beta_end >= beta_start, both in (0, 1)": 0 < self.beta_start <= self.beta_end < 1,
             f"pairing in {_choices('diffusion', 'pairing')}": self.pairing in _choices("diffusion", "pairing"),
+        }
+        # checked here, before any job, and not only when the UNet is built after preprocessing
+        levels = len(self.channel_mults)
+        sizes = feature_map_sizes(self.image_size, levels)
+        checks |= {
+            f"image_size (slices.size) divisible by 2**{levels - 1} for {levels} UNet levels":
+                self.image_size % 2 ** (levels - 1) == 0,
+            f"attention_resolutions among the feature-map sizes {sizes} of slices.size {self.image_size}":
+                set(self.attention_resolutions) <= set(sizes),
         }
         _require("diffusion", checks, asdict(self))
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from midiffusion.config import feature_map_sizes
 from midiffusion.io import InputError
 
 
@@ -132,7 +133,7 @@ class UNet(nn.Module):
     ):
         super().__init__()
         levels = len(channel_mults)
-        resolutions = [image_size // 2**i for i in range(levels)]
+        resolutions = feature_map_sizes(image_size, levels)
         if image_size % 2 ** (levels - 1):
             raise InputError(f"image_size: {image_size} is not divisible by 2**{levels - 1} ({levels} levels)")
         unused = sorted(set(attention_resolutions) - set(resolutions))

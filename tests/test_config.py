@@ -43,6 +43,8 @@ def test_dataclass_defaults_are_the_schema_defaults():
     ({"data": {"sources": ["T1w", "T2w"]}}, "data.sources"),
     ({"data": {"subjects": ["01", "O2"]}}, "data.subjects"),
     ({"diffusion": {"cond_dropout": 0.0}}, "diffusion.cond_dropout"),  # guidance_scale 5 needs dropout
+    ({"slices": {"size": 48}}, "diffusion.attention_resolutions"),  # the default's [16] is not a 48 grid's size
+    ({"slices": {"size": 72}, "diffusion": {"channel_mults": [1, 2, 2, 2, 2]}}, "diffusion.image_size"),
 ])
 def test_check_config_names_the_bad_key(sections, key):
     """Would catch a bad value that today only fails (or silently misbehaves) hours later in its rule."""
