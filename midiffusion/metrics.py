@@ -80,6 +80,22 @@ def intensity_bound_dice(
     return dice_per_class(pred, truth, classes)
 
 
+def intensity_bound_corr(image: np.ndarray, reference: np.ndarray, mask: np.ndarray, bins: int = 64) -> float:
+    """How well any voxelwise intensity map of `image` can follow `reference`: Pearson's r, inside the
+    brain mask, of the best such map, the mean of `reference` in each of `bins` intensity bins of
+    `image` (over [-1, 1]). It reads the reference, so it is optimistic: an upper bound of the
+    correlation of `invert`, `atlas_map` or any other intensity translation, though not of one that
+    also uses spatial context (the diffusion model)."""
+    _check_shapes(image, reference, ("image", "reference"))
+    _check_shapes(image, mask, ("image", "mask"))
+    inside = mask > 0
+    index = np.clip(((image[inside] + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
+    target = reference[inside].astype(np.float64)
+    counts = np.bincount(index, minlength=bins)
+    means = np.bincount(index, weights=target, minlength=bins) / np.maximum(counts, 1)
+    return pearson_correlation(means[index], target)
+
+
 def image_metrics(
     image: np.ndarray, reference: np.ndarray, mask: np.ndarray, data_range: float = 2.0
 ) -> dict[str, float]:

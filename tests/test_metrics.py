@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from midiffusion.io import InputError, save_volume
-from midiffusion.metrics import collect_metrics, dice_per_class, evaluate_case, image_metrics, intensity_bound_dice
+from midiffusion.metrics import (
+    collect_metrics, dice_per_class, evaluate_case, image_metrics, intensity_bound_corr, intensity_bound_dice,
+)
 
 SHAPE = (12, 12, 10)
 
@@ -185,6 +187,20 @@ def test_collect_metrics_long_format():
     assert psnr[["source", "method", "class", "value"]].values.tolist() == [["PDw", "midiffusion", "", 25.0]]
     with pytest.raises(InputError, match="method"):
         collect_metrics([{"subject": "s1", "source": "T2w", "psnr": 1.0}])
+
+
+def test_intensity_bound_corr_is_one_for_any_function_of_the_image_and_zero_for_noise():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, size=SHAPE)
+    per_bin = np.cos(np.floor((image + 1) / 2 * 64))  # any function of the intensity bin, not monotone
+    assert intensity_bound_corr(image, per_bin, _mask()) == pytest.approx(1.0)
+    assert intensity_bound_corr(image, np.cos(3 * image), _mask()) > 0.99  # smooth: nearly constant per bin
+    # two voxels of each intensity with opposite references: the best map follows only the small trend
+    image2 = np.repeat(np.linspace(-0.9, 0.9, 30), 2)
+    trend = 0.01 * np.repeat(np.arange(30), 2)
+    reference = np.tile([1.0, -1.0], 30) + trend
+    bound = intensity_bound_corr(image2, reference, np.ones(60), bins=30)
+    assert bound == pytest.approx(trend.std() / reference.std(), rel=0.02) and bound < 0.1
 
 
 def test_intensity_bound_separable_contrast_scores_one():
