@@ -45,8 +45,10 @@ def read_losses(out_dir):
 
 
 def test_config_from_dict_converts_and_rejects():
-    cfg = DiffusionConfig.from_dict({"channel_mults": [1, 2], "lr": "3e-4", "steps": 10.0})
+    cfg = DiffusionConfig.from_dict({"channel_mults": [1, 2], "attention_resolutions": [32], "lr": "3e-4", "steps": 10.0})
     assert cfg.channel_mults == (1, 2) and cfg.lr == 3e-4 and cfg.steps == 10
+    with pytest.raises(InputError, match=r"attention_resolutions among the feature-map sizes \[64, 32\]"):
+        DiffusionConfig.from_dict({"channel_mults": [1, 2]})  # the default's attention at 16 needs a third level
     with pytest.raises(InputError, match="learning_rate"):
         DiffusionConfig.from_dict({"learning_rate": 1e-3})
     with pytest.raises(InputError, match="batch_size"):
