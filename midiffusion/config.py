@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Literal, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -79,9 +79,21 @@ def from_dict(cls: type[T], values: Mapping[str, Any], section: str) -> T:
     return cls(**{name: _convert(section, name, kinds[name], value) for name, value in values.items()})
 
 
-def feature_map_sizes(image_size: int, levels: int) -> list[int]:
-    """The UNet's feature-map sizes, one per level: each level halves the slice."""
-    return [image_size // 2**i for i in range(levels)]
+def unet_feature_map_sizes(
+    image_size: int, channel_mults: Sequence[int], attention_resolutions: Sequence[int]
+) -> list[int]:
+    """The UNet's feature-map sizes, one per level of channel_mults (each halves the slice). InputError,
+    naming the config key, when image_size does not halve that often or an attention resolution is
+    not one of them: the config checks it at workflow start, the UNet when built from Python."""
+    levels = len(channel_mults)
+    sizes = [image_size // 2**i for i in range(levels)]
+    _require("diffusion", {
+        f"image_size (slices.size) divisible by 2**{levels - 1} for {levels} UNet levels":
+            image_size % 2 ** (levels - 1) == 0,
+        f"attention_resolutions among the feature-map sizes {sizes} of slices.size {image_size}":
+            set(attention_resolutions) <= set(sizes),
+    }, {"image_size": image_size, "attention_resolutions": tuple(attention_resolutions)})
+    return sizes
 
 
 def _require(section: str, checks: Mapping[str, bool], got: Mapping[str, Any]) -> None:
@@ -146,16 +158,9 @@ class DiffusionConfig:
             "beta_end >= beta_start, both in (0, 1)": 0 < self.beta_start <= self.beta_end < 1,
             f"pairing in {_choices('diffusion', 'pairing')}": self.pairing in _choices("diffusion", "pairing"),
         }
-        # checked here, before any job, and not only when the UNet is built after preprocessing
-        levels = len(self.channel_mults)
-        sizes = feature_map_sizes(self.image_size, levels)
-        checks |= {
-            f"image_size (slices.size) divisible by 2**{levels - 1} for {levels} UNet levels":
-                self.image_size % 2 ** (levels - 1) == 0,
-            f"attention_resolutions among the feature-map sizes {sizes} of slices.size {self.image_size}":
-                set(self.attention_resolutions) <= set(sizes),
-        }
         _require("diffusion", checks, asdict(self))
+        # checked here, before any job, and not only when the UNet is built after preprocessing
+        unet_feature_map_sizes(self.image_size, self.channel_mults, self.attention_resolutions)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DiffusionConfig:

@@ -55,6 +55,11 @@ def dice_per_class(
     return scores
 
 
+def _intensity_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """The bin of each normalised intensity, `bins` equal bins over [-1, 1] (values outside clipped)."""
+    return np.clip(((values + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
+
+
 def intensity_bound_dice(
     image: np.ndarray, labels: np.ndarray, mask: np.ndarray, bins: int = 64,
     classes: Mapping[int, str] = TISSUE_CLASSES,
@@ -73,7 +78,7 @@ def intensity_bound_dice(
     inside = mask > 0
     truth = np.where(inside, np.rint(labels).astype(np.int64), 0)
     codes = sorted(classes)
-    index = np.clip(((image[inside] + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
+    index = _intensity_bins(image[inside], bins)
     counts = np.stack([np.bincount(index[truth[inside] == code], minlength=bins) for code in codes])
     pred = np.zeros_like(truth)
     pred[inside] = np.asarray(codes)[counts.argmax(axis=0)][index]
@@ -89,7 +94,7 @@ def intensity_bound_corr(image: np.ndarray, reference: np.ndarray, mask: np.ndar
     _check_shapes(image, reference, ("image", "reference"))
     _check_shapes(image, mask, ("image", "mask"))
     inside = mask > 0
-    index = np.clip(((image[inside] + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
+    index = _intensity_bins(image[inside], bins)
     target = reference[inside].astype(np.float64)
     counts = np.bincount(index, minlength=bins)
     means = np.bincount(index, weights=target, minlength=bins) / np.maximum(counts, 1)

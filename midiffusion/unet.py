@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from midiffusion.config import feature_map_sizes
+from midiffusion.config import unet_feature_map_sizes
 from midiffusion.io import InputError
 
 
@@ -133,12 +133,7 @@ class UNet(nn.Module):
     ):
         super().__init__()
         levels = len(channel_mults)
-        resolutions = feature_map_sizes(image_size, levels)
-        if image_size % 2 ** (levels - 1):
-            raise InputError(f"image_size: {image_size} is not divisible by 2**{levels - 1} ({levels} levels)")
-        unused = sorted(set(attention_resolutions) - set(resolutions))
-        if unused:
-            raise InputError(f"attention_resolutions: {unused} is not a feature-map size of this UNet {resolutions}")
+        resolutions = unet_feature_map_sizes(image_size, channel_mults, attention_resolutions)
         self.in_channels = in_channels
         self.mixed_precision = mixed_precision
         self.base_channels = base_channels
