@@ -198,6 +198,13 @@ def cmd_intensity_bound(args: argparse.Namespace) -> None:
     print(intensity_bound_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
 
 
+def cmd_intensity_bound_corr(args: argparse.Namespace) -> None:
+    from .report import intensity_bound_corr_tables
+
+    cases = [tuple(case) for case in args.case]
+    print(intensity_bound_corr_tables(cases, args.metrics, args.out, args.markdown).to_string(index=False))
+
+
 def cmd_dice_table(args: argparse.Namespace) -> None:
     from .report import segmentation_dice_tables
 
@@ -251,11 +258,11 @@ def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, d
 
 
 def _add_contrast_dice_options(parser: argparse.ArgumentParser, case_files: tuple[str, ...]) -> None:
-    """--case SUBJECT CONTRAST FILES... (repeated) and the outputs of report.write_contrast_dice."""
+    """--case SUBJECT CONTRAST FILES... (repeated), a long CSV and its Markdown summary."""
     parser.add_argument("--case", nargs=2 + len(case_files), action="append", required=True,
                         metavar=("SUBJECT", "CONTRAST", *case_files))
     parser.add_argument("--out", type=Path, required=True, help="long CSV")
-    parser.add_argument("--markdown", type=Path, required=True, help="summary per contrast and class")
+    parser.add_argument("--markdown", type=Path, required=True, help="summary table")
 
 
 def _add_prediction_options(parser: argparse.ArgumentParser, mirroring: bool = True) -> None:
@@ -476,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add("intensity-bound", "Dice of the best voxelwise intensity classifier per contrast",
                      cmd_intensity_bound, user=False)
     _add_contrast_dice_options(p, ("IMAGE", "LABELS", "MASK"))
+
+    p = commands.add("intensity-bound-corr", "correlation of the best voxelwise intensity map of each source "
+                     "with the real target, beside the run's translations", cmd_intensity_bound_corr, user=False)
+    p.add_argument("--metrics", type=Path, required=True, help="the run's long metrics table")
+    _add_contrast_dice_options(p, ("IMAGE", "REFERENCE", "MASK"))
 
     p = commands.add("tables", "long and summary tables (CSV, Markdown) from the per-method metrics", cmd_tables,
                      user=False)

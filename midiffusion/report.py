@@ -396,6 +396,49 @@ def intensity_bound_tables(
     return write_contrast_dice(records, csv_path, markdown_path)
 
 
+def intensity_bound_corr_tables(
+    cases: Sequence[tuple[str, str, str, str, str]], metrics_path: str | Path, csv_path: str | Path,
+    markdown_path: str | Path,
+) -> pd.DataFrame:
+    """metrics.intensity_bound_corr of each case (subject, source, image, reference, mask): how well the
+    best voxelwise intensity map of the source could follow the real target, beside the correlation
+    each translation of the run reached (the long metrics table at `metrics_path`; the methods whose
+    image depends on the source, segmented by the target nnU-Net: one column per image). A translation
+    past the bound uses more than the source's intensities. The CSV has a row per subject and source,
+    the Markdown the means per anatomy and source."""
+    from midiffusion.io import check_mask
+    from midiffusion.metrics import intensity_bound_corr
+
+    metrics = _normalise(pd.read_csv(metrics_path, dtype={"subject": str}))
+    corr = metrics[(metrics["metric"] == "corr") & metrics["method"].map(_is_translation)]
+    methods = _ordered_methods(corr["method"])
+    reached = corr.set_index(["subject", "source", "method"])["value"]
+    anatomies = metrics.groupby("subject")["anatomy"].first()
+    rows = []
+    for subject, source, *paths in cases:
+        if subject not in anatomies:
+            raise InputError(f"{metrics_path}: no metrics of test subject {subject}; is the table stale?")
+        image, reference, mask = volumes = [load_volume(path) for path in paths]
+        check_same_grid(volumes)
+        bound = intensity_bound_corr(image.data, reference.data, check_mask(mask.data, mask.path))
+        rows.append({"anatomy": anatomies[subject], "subject": subject, "source": source, "bound": bound,
+                     **{m: reached.get((subject, source, m), np.nan) for m in methods}})
+    table = pd.DataFrame(rows, columns=["anatomy", "subject", "source", "bound", *methods])
+    means = table.groupby(["anatomy", "source"], sort=False)[["bound", *methods]].mean().reset_index()
+    means = _drop_blank_anatomy(means.rename(
+        columns={"anatomy": "Anatomy", "source": "Source", "bound": "best intensity map (bound)"}))
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_path(markdown_path) as tmp:
+        tmp.write_text(means.to_markdown(index=False, floatfmt=".3f") + "\n")
+    return means
+
+
+def _is_translation(method: str) -> bool:
+    """A method whose image is a function of the source, segmented by the target nnU-Net."""
+    return method in METHODS and METHODS[method].uses_source and METHODS[method].segmenter == "target"
+
+
 def segmentation_dice_tables(
     cases: Sequence[tuple[str, str, str, str]], csv_path: str | Path, markdown_path: str | Path
 ) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from conftest import ROOT, load_script
 from midiffusion.io import InputError, save_volume
 from midiffusion.report import (
     GridRow,
+    intensity_bound_corr_tables,
     intensity_bound_tables,
     markdown_table,
     plot_dice,
@@ -198,6 +199,40 @@ def test_intensity_bound_tables_per_contrast(tmp_path):
     assert markdown[0].split("|")[1].strip() == "Contrast"
     assert [line.split("|")[1].strip() for line in markdown[2:]] == ["T1w", "PDw"]
     assert "1.000 ± 0.000" in markdown[2]
+
+
+def _long_corr(rows):
+    """A long metrics table of (subject, anatomy, source, method, metric, value) rows."""
+    return pd.DataFrame([{"subject": s, "anatomy": a, "source": c, "method": m, "metric": k, "class": "", "value": v}
+                         for s, a, c, m, k, v in rows])
+
+
+def test_intensity_bound_corr_tables_beside_the_run_s_translations(tmp_path):
+    rng = np.random.default_rng(0)
+    source = rng.uniform(-1, 1, size=(20, 20, 20))
+    volumes = {"T2w": source, "T1w": -source, "noise": rng.uniform(-1, 1, source.shape), "mask": np.ones_like(source)}
+    for name, data in volumes.items():
+        save_volume(tmp_path / f"{name}.nii.gz", data, np.eye(4))
+    path = {name: str(tmp_path / f"{name}.nii.gz") for name in volumes}
+    metrics = tmp_path / "metrics_long.csv"
+    _long_corr([("01", "colin27", "T2w", "invert", "corr", 0.9), ("01", "colin27", "T2w", "midiffusion", "corr", 0.7),
+                ("01", "colin27", "T2w", "invert", "dice", 0.5),  # not a correlation
+                ("01", "colin27", "T2w", "strong_aug", "corr", 0.1),  # the source, another segmenter: not a column
+                ("01", "colin27", "T2w", "oracle", "corr", 1.0),  # reads the target: not a translation
+                ("02", "colin27", "T2w", "invert", "corr", 0.8), ("02", "colin27", "T2w", "midiffusion", "corr", 0.6),
+                ]).to_csv(metrics, index=False)
+    cases = [("01", "T2w", path["T2w"], path["T1w"], path["mask"]),  # the target is a map of the source: r = 1
+             ("02", "T2w", path["noise"], path["T1w"], path["mask"])]  # unrelated: r near 0
+    means = intensity_bound_corr_tables(cases, metrics, tmp_path / "corr.csv", tmp_path / "corr.md")
+    rows = pd.read_csv(tmp_path / "corr.csv", dtype={"subject": str}).set_index("subject")
+    assert list(rows.columns) == ["anatomy", "source", "bound", "midiffusion", "invert"]
+    assert rows.loc["01", "bound"] == pytest.approx(1.0, abs=1e-3)
+    assert abs(rows.loc["02", "bound"]) < 0.15  # 64 bins fitted to 8,000 voxels of noise: r about 0.09
+    assert (rows.loc["01", "invert"], rows.loc["02", "midiffusion"]) == (0.9, 0.6)
+    assert means.loc[0, "best intensity map (bound)"] == pytest.approx(rows["bound"].mean(), abs=1e-4)
+    assert (tmp_path / "corr.md").read_text().splitlines()[0].split("|")[1].strip() == "Anatomy"
+    with pytest.raises(InputError, match="no metrics of test subject 03"):
+        intensity_bound_corr_tables([("03", "T2w", *cases[0][2:])], metrics, tmp_path / "x.csv", tmp_path / "x.md")
 
 
 def test_segmentation_dice_tables_mean_and_sd_over_subjects(tmp_path):

@@ -83,6 +83,14 @@ def test_intensity_bound_table_covers_every_contrast(ci_run):
     assert (ci_run / "results/tables/intensity_bound.md").read_text().startswith("| Contrast")
 
 
+def test_intensity_bound_corr_table_sets_every_source_beside_the_translations(ci_run):
+    table = pd.read_csv(ci_run / "results/tables/intensity_bound_corr.csv")
+    assert len(table) == N_TEST * len(SOURCES)
+    assert set(table["source"]) == set(SOURCES)
+    assert {"midiffusion", "invert", "atlas_map"} <= set(table.columns)  # the translations' correlations
+    assert table["bound"].between(-1, 1).all() and table["bound"].notna().all()
+
+
 def test_supervised_bound_trains_one_nnunet_per_source(ci_run):
     snakemake(ci_run, "--cores", "2", "supervised_bound")
     target, dataset_id = CI["data"]["target"], CI["nnunet"]["dataset_id"]
@@ -104,7 +112,7 @@ def test_report_gathers_figures_and_tables_with_captions(ci_run):
     snakemake(ci_run, "--report", "report.html", "all", "supervised_bound")
     html = (ci_run / "report.html").read_text()
     for output in ("translation_grid.png", "dice.png", "sampler_curve.png", "loss.png", "summary.md", "verdict.md",
-                   "intensity_bound.md", "supervised_bound.md"):
+                   "intensity_bound.md", "intensity_bound_corr.md", "supervised_bound.md"):
         assert output in html, f"{output} missing from the report"
     for caption in ("voxelwise intensity classifier", "out of their reach"):  # intensity / supervised bound
         assert caption in html, f"caption text {caption!r} missing from the report"

@@ -225,6 +225,15 @@ def intensity_bound_cases():
     )
 
 
+def intensity_bound_corr_cases():
+    """--case arguments: subject, source, normalised source, normalised target, brain mask."""
+    return " ".join(
+        f"--case {s} {c} {normalised(s, c)} {normalised(s, TARGET)} {preprocessed(s, 'brainmask')}"
+        for s in SPLIT.test
+        for c in SOURCES
+    )
+
+
 def supervised_bound_cases():
     """(subject, contrast, segmentation, labels). The target's row is the oracle."""
     cases = []

@@ -47,6 +47,34 @@ rule intensity_bound:
         "midiffusion intensity-bound {params.cases} --out {output.csv} --markdown {output.markdown} > {log} 2>&1"
 
 
+# How well the best voxelwise intensity map of each source could follow the real target, beside the run's
+# translations: one that passes it uses more than the source's intensities.
+rule intensity_bound_corr:
+    input:
+        [normalised(s, c) for s in SPLIT.test for c in CONTRASTS],
+        [preprocessed(s, "brainmask") for s in SPLIT.test],
+        metrics="results/tables/metrics_long.csv",
+    output:
+        csv="results/tables/intensity_bound_corr.csv",
+        markdown=report("results/tables/intensity_bound_corr.md", caption="../report/intensity_bound_corr.rst",
+                        category="Results"),
+    params:
+        cases=intensity_bound_corr_cases(),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        "logs/intensity_bound_corr.log",
+    benchmark:
+        "benchmarks/intensity_bound_corr.tsv"
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "midiffusion intensity-bound-corr --metrics {input.metrics} {params.cases} --out {output.csv} "
+        "--markdown {output.markdown} > {log} 2>&1"
+
+
 # Not part of `all`: it trains one more nnU-Net per source contrast. Run `snakemake supervised_bound`.
 rule supervised_bound:
     input:
