@@ -138,6 +138,9 @@ VARIANTS = [
     # The 64 x 64 grid trained 1,500 steps instead of 2,500: its from-scratch run took 65.6 min on 2 cores, and
     # 1,000 fewer steps save about 6 of them (docs/results.md, "Native resolution").
     Variant("native64_steps1500_t0.1+detail_r1", DETAIL_DEFAULT, model="diffusion_64_steps1500/model.pt"),
+    # Training length on the 64 x 64 default: its model continued from 2,500 to 5,000 steps (experiments/README.md).
+    *(Variant(f"steps5000_t{t0:g}+detail_r1", {**DETAIL_DEFAULT, "start_t0": t0},
+              model="diffusion_64_steps5000/model.pt") for t0 in (0.1, 0.2)),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.

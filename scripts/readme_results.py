@@ -1,6 +1,6 @@
 """Copy the default run's Markdown tables from results/tables/ into the documents that show them, each
 between its `<!-- NAME:start -->` and `<!-- NAME:end -->` markers: README.md (summary, verdict, real_contrast) and docs/results.md
-(intensity_bound, intensity_bound_corr, supervised_bound, segmenter_budget). Usage: python scripts/readme_results.py [--check]
+(intensity_bound, intensity_bound_corr, phantom_information, supervised_bound, segmenter_budget). Usage: python scripts/readme_results.py [--check]
 (--check: exit 1 when a document's table differs from its results/tables file, change nothing)."""
 
 import argparse
@@ -19,6 +19,7 @@ DOCUMENTS = {
     "docs/results.md": {
         "intensity_bound": "results/tables/intensity_bound.md",
         "intensity_bound_corr": "results/tables/intensity_bound_corr.md",
+        "phantom_information": "results/tables/phantom_information.md",
         "supervised_bound": "results/tables/supervised_bound.md",
         "segmenter_budget": "results/tables/segmenter_budget.md",
     },
