@@ -12,8 +12,6 @@ against the phantom's true labels. Brain extraction is 78 % of a subject's prepr
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from midiffusion.io import load_volume
 from midiffusion.layout import bids_image
 from midiffusion.metrics import dice_per_class
 from midiffusion.preprocess import BRAIN_EXTRACTION_SYN, _to_ants, extract_brain, n4, tissue_labels
-from profile_training import write_benchmark
+from profile_training import current_load, itk_threads, machine_description, write_benchmark
 
 # The default until 2026-12-03 (CC radius 2), the base of the cheaper variants measured against it.
 # ants.registration ignores aff_iterations for type SyN (its affine stage is fixed), so the
@@ -72,8 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/brain_extraction.csv"))
     args = parser.parse_args()
     table = pd.concat([measure(args.cohort, subject, args.variants) for subject in args.subjects], ignore_index=True)
-    write_benchmark(table, args.out, f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
-                                     f"ITK threads {os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS', 'all')}",
+    write_benchmark(table, args.out, machine_description(current_load(), itk_threads()),
                     append=args.append)
 
 

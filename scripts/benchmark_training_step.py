@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 
 from midiffusion.config import DiffusionConfig
 from midiffusion.train import _new_run, _train_step, load_slices, self_lmi_cache
-from profile_training import write_benchmark
+from profile_training import machine_description, write_benchmark
 
 # name -> (threads, what the variant changes)
 VARIANTS = {
@@ -78,7 +77,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table["vs_baseline"] = (table["s_per_step"] / table["s_per_step"].iloc[0]).round(3)
-    write_benchmark(table, args.out, f"{platform.machine()} {os.cpu_count()} cpus")
+    write_benchmark(table, args.out, machine_description())
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,21 +32,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from profile_training import machine_description
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, check=True, text=True, **kwargs)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else platform's guess: runs on "2 cores" differ several-fold by CPU."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def records(experiment: Path | None) -> tuple[str, str, str | None]:
@@ -94,7 +85,7 @@ def main() -> None:
          f"from-scratch {name} (scripts/default_run.py), commit {commit[:7]}, {args.cores} cores"], args.workdir)
     record = {
         "wall_s": round(wall_s, 1), "cores": args.cores,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {cpu_model()}",
+        "machine": machine_description(),
         "commit": commit, "date": datetime.date.today().isoformat(), "snakemake": version,
         "peak_job_rss_mb": float(pd.read_csv(args.workdir / stages_at)["peak_rss_mb"].max()),
     }

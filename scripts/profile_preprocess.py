@@ -3,7 +3,7 @@ workflow's `preprocess` rule runs it (one ITK thread), under cProfile on a phant
 split into its parts: N4 (every contrast), brain extraction (the SyN registration of the reference
 head, then warping its brain and tissue maps), the rigid registration of each source, the tissue
 labels, the phantom's registration-error QC, and the rest (reading, normalising, writing).
-Writes results/benchmarks/preprocess_profile.csv.
+Writes results/benchmarks/preprocess_profile.csv (--append: after the rows already there).
 
     ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 .venv/bin/python scripts/profile_preprocess.py \
         --cohort results/cohort --subject 01
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
-import platform
 import pstats
 import tempfile
 from pathlib import Path
@@ -23,7 +21,7 @@ import pandas as pd
 
 from midiffusion.layout import bids_image
 from midiffusion.preprocess import SubjectImages, preprocess_subject
-from profile_training import cumulative_seconds, write_benchmark
+from profile_training import cumulative_seconds, current_load, itk_threads, machine_description, write_benchmark
 
 # part -> (file suffix, function name) whose cumulative time is that part
 PARTS = {
@@ -55,6 +53,7 @@ def main() -> None:
     parser.add_argument("--cohort", type=Path, default=Path("results/cohort"))
     parser.add_argument("--subject", default="01")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/preprocess_profile.csv"))
+    parser.add_argument("--append", action="store_true", help="keep the rows already in --out")
     args = parser.parse_args()
     inputs = SubjectImages(
         subject=args.subject, target="T1w",
@@ -64,8 +63,7 @@ def main() -> None:
     )
     table = profile(inputs)
     table.insert(0, "subject", args.subject)
-    write_benchmark(table, args.out, f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
-                                     f"ITK threads {os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS', 'all')}")
+    write_benchmark(table, args.out, machine_description(current_load(), itk_threads()), append=args.append)
 
 
 if __name__ == "__main__":

@@ -58,13 +58,36 @@ def cumulative_seconds(stats: pstats.Stats, suffix: str, name: str) -> float:
     return max(times, default=0.0)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else platform's guess: runs on "2 cores" differ several-fold by CPU."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description(*details: str) -> str:
+    """The machine a benchmark ran on: architecture, CPU count and model, then `details` (threads, load)."""
+    return ", ".join([f"{platform.machine()} {os.cpu_count()} cpus", cpu_model(), *details])
+
+
+def current_load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def itk_threads() -> str:
+    return f"ITK threads {os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS', 'all')}"
+
+
 def write_benchmark(table: pd.DataFrame, out: Path, machine: str, append: bool = False) -> None:
-    """The table, with the date and the machine as its first columns, written atomically and printed;
-    with `append`, after the rows already in `out`."""
+    """The table, with the date and the machine (machine_description) as its first columns, written
+    atomically and printed; with `append`, after the rows already in `out`."""
     table.insert(0, "machine", machine)
     table.insert(0, "date", datetime.date.today().isoformat())
     if append and out.exists():
-        table = pd.concat([pd.read_csv(out), table], ignore_index=True)
+        table = pd.concat([pd.read_csv(out, dtype=str), table], ignore_index=True)  # old rows as written
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     print(table.to_string(index=False))
@@ -105,7 +128,7 @@ def main() -> None:
               "checkpoint_every": args.steps, "device": "cpu"}
     table = profile(args.slices, args.steps, DiffusionConfig.from_dict(values))
     table.insert(0, "threads", args.threads)
-    write_benchmark(table, args.out, f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
+    write_benchmark(table, args.out, machine_description(current_load()))
 
 
 if __name__ == "__main__":

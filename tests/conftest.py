@@ -14,6 +14,8 @@ BIN = Path(sys.executable).parent
 def load_script(name: str):
     """scripts/NAME.py as a module (the scripts are not a package). Registered in sys.modules
     first, where dataclasses look their module up."""
+    if str(ROOT / "scripts") not in sys.path:  # where the scripts import each other from, as when they run
+        sys.path.insert(0, str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
