@@ -294,7 +294,7 @@ class _Commands:
 
     def add(self, name: str, help: str, func, *, user: bool) -> argparse.ArgumentParser:
         """user: a command you run by hand (else a step the workflow's rules run)."""
-        self.listed[user].append(f"  {name:<20}{help}")
+        self.listed[user].append(f"  {name:<22}{help}")
         command = self.sub.add_parser(name, description=help[0].upper() + help[1:] + ".")
         command.set_defaults(func=func)
         return command
@@ -484,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                      cmd_intensity_bound, user=False)
     _add_contrast_dice_options(p, ("IMAGE", "LABELS", "MASK"))
 
-    p = commands.add("intensity-bound-corr", "correlation of the best voxelwise intensity map of each source "
-                     "with the real target, beside the run's translations", cmd_intensity_bound_corr, user=False)
+    p = commands.add("intensity-bound-corr", "correlation of the best voxelwise intensity map with the real target",
+                     cmd_intensity_bound_corr, user=False)
     p.add_argument("--metrics", type=Path, required=True, help="the run's long metrics table")
     _add_contrast_dice_options(p, ("IMAGE", "REFERENCE", "MASK"))
 

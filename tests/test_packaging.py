@@ -89,3 +89,5 @@ def test_cli_lists_the_workflow_subcommands():
     out = subprocess.run([sys.executable, "-m", "midiffusion.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("phantom", "preprocess", "train", "translate", "baseline", "nnunet-train", "evaluate", "tables"):
         assert command in out.stdout
+    listed = [line for line in out.stdout.splitlines() if re.match(r"  [a-z]", line)]
+    assert listed and all(re.match(r"  [a-z-]+ {2,}\S", line) for line in listed), "a command name runs into its help"
