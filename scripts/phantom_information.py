@@ -8,7 +8,6 @@ the run's brain mask. That reference keeps its own noise and whatever bias N4 le
 shows either (each contrast's bias and noise are drawn apart). The simulator, rerun with the cohort's
 seed, can leave them out, so for each test subject of a run this measures the correlation with the
 run's reference of:
-- `bias_free_t1w`: the phantom's T1w with its noise but without bias (how much bias N4 left);
 - `perfect_translation`: the T1w without noise or bias, i.e. a translation that knew everything about
   the subject (anatomy, tissue parameters, texture): the ceiling of any translation against this reference;
 - `anatomy_and_tissues`: the same without texture, from the anatomy and tissue parameters alone;
@@ -47,10 +46,11 @@ def subject_row(run: Path, subject: str, anatomy_maps: Path | None = None, seed:
 
     def simulate(**switches):
         return simulate_subject(subject, voxel_mm=float(reference.voxel_mm.mean()), target=TARGET, sources=SOURCES,
-                                seed=seed, misalign=False, bias=False, anatomy_maps=anatomy_maps, **switches).images
+                                seed=seed, misalign=False, bias=False, noise=False, anatomy_maps=anatomy_maps,
+                                **switches).images
 
-    noisy, clean = simulate(), simulate(noise=False)
-    untextured = simulate(noise=False, settings=dataclasses.replace(PhantomSettings(), texture=0.0))
+    clean = simulate()
+    untextured = simulate(settings=dataclasses.replace(PhantomSettings(), texture=0.0))
     if clean[TARGET].shape != reference.data.shape:
         raise InputError(f"{reference.path}: grid {reference.data.shape} is not the phantom's {clean[TARGET].shape}: "
                          "another seed, voxel size or anatomy?")
@@ -58,7 +58,7 @@ def subject_row(run: Path, subject: str, anatomy_maps: Path | None = None, seed:
     def corr(image: np.ndarray) -> float:
         return pearson_correlation(image[brain], reference.data[brain])
 
-    row = {"bias_free_t1w": corr(noisy[TARGET]), "perfect_translation": corr(clean[TARGET]),
+    row = {"perfect_translation": corr(clean[TARGET]),
            "anatomy_and_tissues": corr(untextured[TARGET])}
     for source in SOURCES:
         row[f"clean_{source}_map"] = intensity_bound_corr(normalise(clean[source], brain), reference.data, brain)
