@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ from midiffusion.io import append_csv_rows, load_volume, save_volume
 from midiffusion.methods import trainer_name
 from midiffusion.phantom import build_subject, subject_paths
 from midiffusion.preprocess import normalise
+from profile_training import machine_description
 from midiffusion.segment import Case, NnunetDirs, export_training_set, plan_and_preprocess
 
 TARGET = "nnUNetTrainer_midiffusion_quick"
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/trainers.csv"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    machine = f"{platform.machine()} {os.cpu_count()} cpus, {args.threads} torch threads"
+    machine = machine_description(f"{args.threads} torch threads")
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchmark_trainers.") as tmp:
         dirs = NnunetDirs(Path(tmp) / "nnunet")
