@@ -144,6 +144,7 @@ class DiffusionConfig:
     seed: int = _field("diffusion", "seed")
     device: str = _field("diffusion", "device")
     mixed_precision: bool = _field("diffusion", "mixed_precision")
+    cpu_bfloat16: bool = _field("diffusion", "cpu_bfloat16")
 
     def __post_init__(self) -> None:
         positive = ("image_size", "base_channels", "num_res_blocks", "timesteps", "batch_size", "steps",

@@ -49,6 +49,7 @@ def build_model(config: DiffusionConfig) -> UNet:
         dropout=config.dropout,
         image_size=config.image_size,
         mixed_precision=config.mixed_precision,
+        cpu_bfloat16=config.cpu_bfloat16,
     )
 
 

@@ -28,7 +28,7 @@ from midiffusion.unet import UNet
 
 CHECKPOINT = "checkpoint.pt"
 # Keys that may change between a checkpoint and the run that resumes it (the rest define the run).
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mixed_precision"}
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mixed_precision", "cpu_bfloat16"}
 # Slices per batch when caching the self-LMI at start (bounds LMI memory, see lmi.py).
 _SELF_LMI_BATCH = 16
 

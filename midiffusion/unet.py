@@ -113,8 +113,9 @@ class UNet(nn.Module):
     Paper size: base_channels 64, channel_mults (1, 2, 2, 2), attention at 16 x 16 feature maps
     for 128 x 128 input. attention_resolutions are feature-map sizes, so they refer to image_size:
     the resolution of level i is image_size / 2**i. in_channels counts x_t plus the condition.
-    mixed_precision: on CUDA, run the layers in bfloat16 (autocast) and return float32 eps; no
-    effect on other devices.
+    mixed_precision: on CUDA, run the layers in bfloat16 (autocast) and return float32 eps.
+    cpu_bfloat16: the same on a CPU, worth it only where the CPU computes in bfloat16 natively (AMX,
+    AVX512-BF16). Neither has an effect on other devices.
     """
 
     def __init__(
@@ -130,12 +131,14 @@ class UNet(nn.Module):
         head_channels: int = 32,
         norm_groups: int = 32,
         mixed_precision: bool = False,
+        cpu_bfloat16: bool = False,
     ):
         super().__init__()
         levels = len(channel_mults)
         resolutions = unet_feature_map_sizes(image_size, channel_mults, attention_resolutions)
         self.in_channels = in_channels
         self.mixed_precision = mixed_precision
+        self.cpu_bfloat16 = cpu_bfloat16
         self.base_channels = base_channels
         self.downsampling = 2 ** (levels - 1)
         emb_dim = 4 * base_channels
@@ -177,7 +180,8 @@ class UNet(nn.Module):
             raise InputError(f"x: spatial size {tuple(x.shape[-2:])} is not divisible by {self.downsampling}")
         if cond is None:
             cond = x.new_zeros(x.shape[0], self.in_channels - x.shape[1], *x.shape[2:])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.mixed_precision and x.is_cuda):
+        bfloat16 = {"cuda": self.mixed_precision, "cpu": self.cpu_bfloat16}.get(x.device.type, False)
+        with torch.autocast(x.device.type if bfloat16 else "cpu", dtype=torch.bfloat16, enabled=bfloat16):
             return self._eps(x, t, cond).float()
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -1,16 +1,19 @@
 """Seconds per diffusion training step under the CPU-side levers of issue 18 that keep the maths:
 torch threads, flushing subnormal floats to zero, Adam's fused kernel, channels-last memory, oneDNN
-(mkldnn) convolutions off, and torch.compile. One process, the default config, the default run's
-own slices; each variant gets a fresh model and optimizer, warms up, then is timed, and the baseline
-is timed again at the end so that a drift of the machine shows. Writes results/benchmarks/training_step.csv.
+(mkldnn) convolutions off, and torch.compile; and one that changes the maths, bfloat16 autocast
+(diffusion.cpu_bfloat16), which pays only on CPUs with native bfloat16 (AMX, AVX512-BF16). One process,
+the default config, the default run's own slices; each variant gets a fresh model and optimizer, warms up, then is timed, and the baseline
+is timed again at the end so that a drift of the machine shows. Writes results/benchmarks/training_step.csv
+(--append: after the rows already there).
 
     .venv/bin/python scripts/benchmark_training_step.py [--slices results/diffusion/train_slices.npz]
-        [--steps 40] [--warmup 5]
+        [--steps 40] [--warmup 5] [--append]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -31,6 +34,7 @@ VARIANTS = {
     "channels-last": (2, "channels_last"),
     "oneDNN convolutions off": (2, "no_mkldnn"),
     "torch.compile": (2, "compile"),
+    "bfloat16 autocast (diffusion.cpu_bfloat16; changes the maths)": (2, "cpu_bfloat16"),
     "baseline, 2 threads (again)": (2, None),
 }
 
@@ -40,7 +44,7 @@ def seconds_per_step(images: torch.Tensor, config: DiffusionConfig, change: str 
     """(seconds per timed step, seconds of the warm-up, compilation included) of one variant."""
     torch.backends.mkldnn.enabled = change != "no_mkldnn"
     torch.set_flush_denormal(change == "flush_denormal")
-    run = _new_run(config, torch.device("cpu"))
+    run = _new_run(dataclasses.replace(config, cpu_bfloat16=change == "cpu_bfloat16"), torch.device("cpu"))
     if change == "fused":
         run.optimizer = torch.optim.Adam(run.model.parameters(), lr=config.lr, fused=True)
     if change == "channels_last":
@@ -65,6 +69,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/training_step.csv"))
+    parser.add_argument("--append", action="store_true", help="keep the rows already in --out")
     args = parser.parse_args()
     config = DiffusionConfig(device="cpu")
     images = load_slices(args.slices, config.image_size)
@@ -77,7 +82,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table["vs_baseline"] = (table["s_per_step"] / table["s_per_step"].iloc[0]).round(3)
-    write_benchmark(table, args.out, machine_description())
+    write_benchmark(table, args.out, machine_description(), append=args.append)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,8 @@ VARIANTS = [
     # Training length on the 64 x 64 default: its model continued from 2,500 to 5,000 steps (experiments/README.md).
     *(Variant(f"steps5000_t{t0:g}+detail_r1", {**DETAIL_DEFAULT, "start_t0": t0},
               model="diffusion_64_steps5000/model.pt") for t0 in (0.1, 0.2)),
+    # The default trained and sampled in bfloat16 on the CPU (diffusion.cpu_bfloat16): the same 2,500 steps.
+    Variant("cpu_bf16_t0.1+detail_r1", DETAIL_DEFAULT, model="diffusion_cpu_bf16/model.pt"),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.

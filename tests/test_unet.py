@@ -96,6 +96,16 @@ def test_mixed_precision_leaves_the_cpu_in_float32():
     assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)
 
 
+def test_cpu_bfloat16_runs_the_cpu_layers_in_bfloat16_close_to_float32():
+    x, t, cond = _inputs()
+    with torch.no_grad():
+        mixed = tiny_unet(cpu_bfloat16=True)(x, t, cond)
+        plain = tiny_unet()(x, t, cond)
+    assert mixed.dtype == torch.float32
+    assert not torch.equal(mixed, plain)  # the layers did run in bfloat16
+    assert (mixed - plain).norm() < 0.05 * plain.norm()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_mixed_precision_on_cuda_is_bfloat16_close_to_float32():
     x, t, cond = (tensor.cuda() for tensor in _inputs())
