@@ -257,7 +257,7 @@ def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, d
     parser.add_argument("--num-processes", type=int, default=settings["num_processes"])
 
 
-def _add_contrast_dice_options(parser: argparse.ArgumentParser, case_files: tuple[str, ...]) -> None:
+def _add_contrast_case_options(parser: argparse.ArgumentParser, case_files: tuple[str, ...]) -> None:
     """--case SUBJECT CONTRAST FILES... (repeated), a long CSV and its Markdown summary."""
     parser.add_argument("--case", nargs=2 + len(case_files), action="append", required=True,
                         metavar=("SUBJECT", "CONTRAST", *case_files))
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add("dice-table", "Dice of segmentations against labels per contrast and class", cmd_dice_table,
                      user=True)
-    _add_contrast_dice_options(p, ("SEGMENTATION", "LABELS"))
+    _add_contrast_case_options(p, ("SEGMENTATION", "LABELS"))
 
     p = commands.add("preprocess", "N4, brain extraction, registration to the target, normalisation",
                      cmd_preprocess, user=False)
@@ -482,12 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add("intensity-bound", "Dice of the best voxelwise intensity classifier per contrast",
                      cmd_intensity_bound, user=False)
-    _add_contrast_dice_options(p, ("IMAGE", "LABELS", "MASK"))
+    _add_contrast_case_options(p, ("IMAGE", "LABELS", "MASK"))
 
     p = commands.add("intensity-bound-corr", "correlation of the best voxelwise intensity map with the real target",
                      cmd_intensity_bound_corr, user=False)
     p.add_argument("--metrics", type=Path, required=True, help="the run's long metrics table")
-    _add_contrast_dice_options(p, ("IMAGE", "REFERENCE", "MASK"))
+    _add_contrast_case_options(p, ("IMAGE", "REFERENCE", "MASK"))
 
     p = commands.add("tables", "long and summary tables (CSV, Markdown) from the per-method metrics", cmd_tables,
                      user=False)
