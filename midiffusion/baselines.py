@@ -141,6 +141,16 @@ def atlas_map(inputs: BaselineInputs) -> np.ndarray:
     return _in_brain(inputs, mapping(source))
 
 
+def atlas_match(inputs: BaselineInputs) -> np.ndarray:
+    """atlas_map, then histogram-matched to the pooled training target brains: the source's voxels ranked
+    by the template intensity that the look-up gives their own intensity (a map of any shape), then given
+    the training targets' histogram. atlas_map's conditional mean shrinks the tissues towards each other
+    where the source separates them weakly; the rank match restores the target's contrast. Where the
+    look-up is decreasing this is `invert`, where it is increasing `histmatch`: no direction is assumed."""
+    mapped = atlas_map(inputs)[inputs.mask]
+    return _in_brain(inputs, match_histograms(mapped, _reference_brains(inputs, "atlas_match")))
+
+
 def grid_ceiling(inputs: BaselineInputs) -> np.ndarray:
     """The real target image through the diffusion model's slice grid and back (slice_geometry,
     volume_to_slices, slices_to_volume at the slice size S), BACKGROUND outside the brain mask:
@@ -158,6 +168,7 @@ BASELINES: dict[str, Callable[[BaselineInputs], np.ndarray]] = {
     "oracle": oracle,
     "grid_ceiling": grid_ceiling,
     "atlas_map": atlas_map,
+    "atlas_match": atlas_match,
     "invert": invert,
     "histmatch": histmatch,
     "none": none,

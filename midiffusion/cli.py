@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
     commands = _Commands(parser)
 
-    p = commands.add("phantom", "build one phantom subject (T1w/T2w/PDw, labels, misalignment, QC figure)",
+    p = commands.add("phantom", "build one phantom subject (T1w/T2w/PDw/FLAIR, labels, misalignment, QC figure)",
                      cmd_phantom, user=True)
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--subject", required=True)
@@ -358,8 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, required=True, help="the raw source-contrast scan (NIfTI)")
     p.add_argument("--out", type=Path, required=True, help="the translation, on the source's grid")
     p.add_argument("--std", type=Path, help="also write the voxelwise sd over samples (needs --n-samples > 1)")
-    p.add_argument("--contrast", choices=list(schema()["definitions"]["contrast"]["enum"]),
-                   help="the source's contrast (default: the file name's suffix, e.g. _T2w.nii.gz)")
+    p.add_argument("--contrast", help="the source's contrast, a BIDS suffix (default: the file name's, e.g. "
+                   "_FLAIR.nii.gz); brain extraction registers the head model's image of it, or for a contrast "
+                   "it does not render, its T1w image by mutual information")
     p.add_argument("--voxel-mm", type=float, default=default("phantom", "voxel_mm"),
                    help="voxel size the model was trained at (the default run's phantoms: phantom.voxel_mm)")
     p.add_argument("--no-n4", action="store_true")

@@ -2,8 +2,8 @@
 reproducible train/test split.
 
 Layouts: `phantom` (built by the workflow in a BIDS-like tree), `bids`
-(sub-<id>/[ses-<s>/]anat/sub-<id>[_ses-<s>][_acq-<a>][_ce-<c>][_rec-<r>][_run-<n>]_{T1w,T2w,PDw}.nii[.gz])
-and `ixi` (IXI<id>-<site>-<n>-{T1,T2,PD}.nii.gz).
+(sub-<id>/[ses-<s>/]anat/sub-<id>[_ses-<s>][_acq-<a>][_ce-<c>][_rec-<r>][_run-<n>]_<suffix>.nii[.gz], any
+suffix a contrast: T1w, T2w, PDw, FLAIR, T2starw, ...) and `ixi` (IXI<id>-<site>-<n>-{T1,T2,PD}.nii.gz).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ IXI_CONTRASTS = {"T1": "T1w", "T2": "T2w", "PD": "PDw"}
 IXI_PATTERN = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<n>\d+)-(?P<contrast>T1|T2|PD)\.nii(\.gz)?$")
 BIDS_PATTERN = re.compile(
     r"^sub-(?P<id>[A-Za-z0-9]+)(_ses-(?P<session>[A-Za-z0-9]+))?(_acq-[A-Za-z0-9]+)?(_ce-(?P<agent>[A-Za-z0-9]+))?"
-    r"(_rec-[A-Za-z0-9]+)?(_run-[0-9]+)?_(?P<contrast>T1w|T2w|PDw)\.nii(\.gz)?$"
+    r"(_rec-[A-Za-z0-9]+)?(_run-[0-9]+)?_(?P<contrast>[A-Za-z0-9]+)\.nii(\.gz)?$"
 )
 PICK_RULE = "no contrast agent (ce-) first, then the first session, then the first name in sorted order"
 # An adult head spans about 140 x 180 x 130 mm (left-right, front-back, top-bottom) and IXI's images

@@ -189,7 +189,7 @@ class SamplingConfig:
     clip_x0: bool = _field("sampling", "clip_x0")
     batch_size: int = _field("sampling", "batch_size")
     seed: int = _field("sampling", "seed")
-    start: Literal["noise", "atlas_map", "invert"] = _field("sampling", "start")
+    start: Literal["noise", "atlas_map", "atlas_match", "invert"] = _field("sampling", "start")
     start_t0: float = _field("sampling", "start_t0")
     lmi_gradient_scale: float = _field("sampling", "lmi_gradient_scale")
     detail_radius: int = _field("sampling", "detail_radius")
@@ -232,6 +232,24 @@ class PreprocessConfig:
                  {"percentiles": list(self.percentiles)})
 
 
+NEEDS_TEMPLATE = ("atlas_map", "atlas_match")  # the producers that read the registered template
+
+
+def check_renderable(layout: str, target: str, sources: list[str], brain_extraction: str) -> None:
+    """The head model (head.PROTOCOLS) renders the phantom's contrasts and the reference head that template
+    brain extraction registers to the target image: any other contrast needs real data, and labels."""
+    from .head import PROTOCOLS
+
+    known = sorted(PROTOCOLS)
+    if layout == "phantom":
+        unknown = [c for c in [target, *sources] if c not in PROTOCOLS]
+        if unknown:
+            raise InputError(f"data: the phantom renders only {known}, not {unknown}")
+    if brain_extraction == "template" and target not in PROTOCOLS:
+        raise InputError(f"preprocess.brain_extraction: template needs a reference head of the target contrast "
+                         f"{target!r} (known: {known}); give labels (data.labels) and set brain_extraction: labels")
+
+
 def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -> None:
     """Build every typed section of a validated workflow config (InputError naming the key on a bad
     value) and check the cross-section facts: sources exclude the target, methods are registered,
@@ -244,14 +262,14 @@ def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -
     data = config["data"]
     if data["target"] in data["sources"]:
         raise InputError(f"data.sources: {data['sources']} must not contain the target contrast {data['target']}")
+    check_renderable(data["layout"], data["target"], data["sources"], config["preprocess"]["brain_extraction"])
     check_methods(config["methods"])
     for method in config["methods"]:  # every segmenter's trainer takes the target trainer's schedule
         trainer_name(METHODS[method].segmenter, config["nnunet"]["trainer"])
-    if "atlas_map" in config["methods"] and config["preprocess"]["brain_extraction"] != "template":
-        raise InputError("methods: atlas_map needs the template registered by preprocess.brain_extraction: template")
-    if config["sampling"]["start"] == "atlas_map" and config["preprocess"]["brain_extraction"] != "template":
-        raise InputError("sampling.start: atlas_map needs the template registered by preprocess.brain_extraction: "
-                         "template")
+    needing = [name for name in [*config["methods"], config["sampling"]["start"]] if name in NEEDS_TEMPLATE]
+    if needing and config["preprocess"]["brain_extraction"] != "template":
+        raise InputError(f"methods, sampling.start: {sorted(set(needing))} need the template registered by "
+                         "preprocess.brain_extraction: template")
     if config["diffusion"]["cond_dropout"] == 0:  # the model never saw a dropped condition
         if "unguided" in config["methods"] or config["sampling"]["guidance_scale"] != 1:
             raise InputError("diffusion.cond_dropout: 0 trains no unconditional mode, which `unguided` in methods "

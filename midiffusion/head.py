@@ -1,5 +1,5 @@
-"""The head model that the phantom and brain extraction share: tissues and their spin-echo signal, and the
-partial volumes of a brain (from GM/WM maps) wrapped in a layered head shell (skull, diploe, muscle, fat, skin)."""
+"""The head model that the phantom and brain extraction share: tissues and their MR signal (spin echo, or
+inversion recovery for FLAIR), and the partial volumes of a brain (from GM/WM maps) wrapped in a layered head shell (skull, diploe, muscle, fat, skin)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ TISSUES = tuple(TISSUE_LABELS)  # CSF, GM, WM: label = index + 1
 
 @dataclass(frozen=True)
 class Protocol:
-    """Spin-echo repetition and echo times (ms)."""
+    """Repetition, echo and (inversion recovery only) inversion times (ms); ti_ms None: spin echo."""
 
     tr_ms: float
     te_ms: float
+    ti_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,8 @@ class Tissue:
     pd: float
 
     def signal(self, protocol: Protocol) -> float:
-        """Spin-echo signal of the pure tissue (no texture, noise or bias)."""
-        return float(spin_echo(self.pd, self.t1_ms, self.t2_ms, protocol))
+        """MR signal of the pure tissue (no texture, noise or bias)."""
+        return float(mr_signal(self.pd, self.t1_ms, self.t2_ms, protocol))
 
 
 # 1.5 T values (BrainWeb-like) for the brain; literature-ballpark values for the head.
@@ -54,13 +55,32 @@ HEAD_LAYERS = (
     (4.0, {"fat": 1.0}),
     (1.5, {"muscle": 1.0}),
 )
+
+
+def null_inversion_time(t1_ms: float, tr_ms: float) -> float:
+    """The inversion time that nulls a tissue of relaxation time T1: 1 - 2 exp(-TI/T1) + exp(-TR/T1) = 0."""
+    return float(t1_ms * np.log(2.0 / (1.0 + np.exp(-tr_ms / t1_ms))))
+
+
 # TR 6000 ms for T2w and PDw as in IXI's dual-echo protocol: at TR 4000 ms the PDw signals of CSF
 # and GM differ by under 1 %, so their order would depend on the random tissue parameters.
+# FLAIR: a clinical 1.5 T inversion-recovery spin echo (TR 9000, TE 120 ms), TI nulling the nominal
+# CSF (about 1,700 ms); docs/method.md, "The phantom's contrasts", gives the sources.
+FLAIR_TR_MS = 9000.0
 PROTOCOLS = {
     "T1w": Protocol(500.0, 10.0),
     "T2w": Protocol(6000.0, 100.0),
     "PDw": Protocol(6000.0, 10.0),
+    "FLAIR": Protocol(FLAIR_TR_MS, 120.0, null_inversion_time(BRAIN_TISSUES["CSF"].t1_ms, FLAIR_TR_MS)),
 }
+
+
+def tissues_by_brightness(contrast: str) -> tuple[int, ...]:
+    """The brain tissues' labels (CSF 1, GM 2, WM 3) from darkest to brightest at nominal parameters."""
+    if contrast not in PROTOCOLS:
+        raise KeyError(f"contrast {contrast!r}: the head model renders only {sorted(PROTOCOLS)}")
+    signals = [BRAIN_TISSUES[name].signal(PROTOCOLS[contrast]) for name in TISSUES]
+    return tuple(int(i) + 1 for i in np.argsort(signals))
 
 
 @dataclass
@@ -91,9 +111,14 @@ class Texture:
     pd: np.ndarray
 
 
-def spin_echo(pd, t1_ms, t2_ms, protocol: Protocol):
-    """Spin-echo signal S = PD (1 - exp(-TR/T1)) exp(-TE/T2); floats or broadcastable arrays."""
-    return pd * (1.0 - np.exp(-protocol.tr_ms / t1_ms)) * np.exp(-protocol.te_ms / t2_ms)
+def mr_signal(pd, t1_ms, t2_ms, protocol: Protocol):
+    """Spin echo S = PD (1 - exp(-TR/T1)) exp(-TE/T2), or magnitude inversion recovery
+    S = PD |1 - 2 exp(-TI/T1) + exp(-TR/T1)| exp(-TE/T2); floats or broadcastable arrays."""
+    if protocol.ti_ms is None:
+        recovery = 1.0 - np.exp(-protocol.tr_ms / t1_ms)
+    else:
+        recovery = np.abs(1.0 - 2.0 * np.exp(-protocol.ti_ms / t1_ms) + np.exp(-protocol.tr_ms / t1_ms))
+    return pd * recovery * np.exp(-protocol.te_ms / t2_ms)
 
 
 def clean_image(anatomy: Anatomy, tissues: dict[str, Tissue], texture: Texture, protocol: Protocol) -> np.ndarray:
@@ -101,7 +126,7 @@ def clean_image(anatomy: Anatomy, tissues: dict[str, Tissue], texture: Texture, 
     image = np.zeros(anatomy.brain.shape, np.float32)
     for name, fraction in anatomy.fractions.items():
         tissue = tissues[name]
-        signal = spin_echo(tissue.pd * texture.pd, tissue.t1_ms * texture.t1, tissue.t2_ms * texture.t2, protocol)
+        signal = mr_signal(tissue.pd * texture.pd, tissue.t1_ms * texture.t1, tissue.t2_ms * texture.t2, protocol)
         image += fraction * signal
     return image
 

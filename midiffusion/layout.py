@@ -12,7 +12,7 @@ BACKGROUND = -1.0  # normalised images are in [-1, 1]; outside the brain they ho
 
 def bids_image(root: str | Path, subject: str, suffix: str, extension: str = ".nii.gz") -> Path:
     """A subject's file in the BIDS-like layout the phantom writes: sub-<id>/anat/sub-<id>_<suffix><extension>.
-    suffix: a contrast (T1w, T2w, PDw), dseg (labels) or misalignment (the phantom's truth, .json)."""
+    suffix: a contrast (T1w, FLAIR, ...), dseg (labels) or misalignment (the phantom's truth, .json)."""
     return Path(root) / f"sub-{subject}" / "anat" / f"sub-{subject}_{suffix}{extension}"
 
 

@@ -1,8 +1,9 @@
 """The embedded multi-contrast phantom cohort.
 
 Each synthetic subject is the ICBM152 2009a template (nilearn's wheel), or for held-out test subjects
-another head's tissue maps (anatomy.py), under a random smooth deformation, rendered as spin-echo T1w / T2w / PDw images from per-subject tissue parameters with
-texture, a per-contrast bias field and Rician noise; source contrasts are rigidly misaligned.
+another head's tissue maps (anatomy.py), under a random smooth deformation, rendered as T1w / T2w / PDw (spin echo)
+and FLAIR (inversion recovery) images from per-subject tissue parameters (head.py) with texture, a per-contrast
+bias field and Rician noise; source contrasts are rigidly misaligned.
 
 nilearn's ICBM152 T1 is skull-stripped, so the head around the brain (skull, diploe, muscle, fat,
 skin) is a synthetic layered shell grown outward from the brain surface (head.py), with thickness
@@ -26,10 +27,12 @@ import numpy as np
 from scipy import ndimage
 
 from .head import BRAIN_TISSUES, HEAD_TISSUES, PROTOCOLS, TISSUES, Anatomy, Texture, Tissue, clean_image, head_anatomy
+from .config import default
 from .io import InputError, atomic_path, save_volume, write_json
 from .layout import bids_image
 from .template import CSF_RIM_MM, Template, load_template
 
+DEFAULT_SOURCES = tuple(default("data", "sources"))
 # Distance from the brain (mm) for points pulled from beyond the template's field of view: air.
 _FAR_MM = 1e3
 
@@ -231,7 +234,7 @@ def _check_arguments(subject: str, voxel_mm: float, target: str, sources: list[s
         raise InputError(f"voxel_mm {voxel_mm}: the phantom needs a whole number of millimetres >= 1")
     for contrast in [target, *sources]:
         if contrast not in PROTOCOLS:
-            raise InputError(f"contrast {contrast!r}: unknown, expected one of {sorted(PROTOCOLS)}")
+            raise InputError(f"contrast {contrast!r}: the phantom renders only {sorted(PROTOCOLS)}")
     if target in sources or len(set(sources)) != len(sources):
         raise InputError(f"sources {sources}: must be distinct and must not include the target {target}")
 
@@ -241,7 +244,7 @@ def simulate_subject(
     *,
     voxel_mm: float = 2.0,
     target: str = "T1w",
-    sources: Sequence[str] = ("PDw", "T2w"),
+    sources: Sequence[str] = DEFAULT_SOURCES,
     seed: int = 0,
     with_head: bool = True,
     noise: bool = True,
@@ -314,7 +317,7 @@ def build_subject(
     *,
     voxel_mm: float = 2.0,
     target: str = "T1w",
-    sources: Sequence[str] = ("PDw", "T2w"),
+    sources: Sequence[str] = DEFAULT_SOURCES,
     seed: int = 0,
     with_head: bool = True,
     qc_dir: Path | None = None,
@@ -346,7 +349,7 @@ def build_cohort(
     *,
     voxel_mm: float = 2.0,
     target: str = "T1w",
-    sources: Sequence[str] = ("PDw", "T2w"),
+    sources: Sequence[str] = DEFAULT_SOURCES,
     seed: int = 0,
     with_head: bool = True,
     qc_dir: Path | None = None,

@@ -16,6 +16,7 @@ import numpy as np
 
 from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
 from .metrics import dice_per_class
+from .head import PROTOCOLS, tissues_by_brightness
 from .template import reference_head
 
 
@@ -70,13 +71,17 @@ def extract_brain(
     target: ants.ANTsImage, contrast: str, voxel_mm: float, registration: dict | None = None
 ) -> ExtractedBrain:
     """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
-    the ICBM152 template (template.reference_head), is registered to it (affine then SyN; `registration`
+    the ICBM152 template (template.reference_head; for a contrast the head model does not render, the T1w
+    one with SyN's Mattes mutual information instead of CC), is registered to it (affine then SyN; `registration`
     replaces BRAIN_EXTRACTION_SYN's ants.registration settings) and the reference's brain is warped back.
     The warped reference image and tissue maps come with it, from the same registration."""
+    settings = registration or BRAIN_EXTRACTION_SYN
+    if contrast not in PROTOCOLS:  # no same-contrast reference: the T1w one, by a contrast-agnostic metric
+        contrast, settings = "T1w", {**settings, "syn_metric": "mattes"}
     reference = reference_head(max(1.0, float(round(voxel_mm))), contrast)
     moving = _to_ants(reference.image, reference.affine)
     with tempfile.TemporaryDirectory() as tmp:
-        reg = ants.registration(target, moving, outprefix=f"{tmp}/tpl_", **(registration or BRAIN_EXTRACTION_SYN))
+        reg = ants.registration(target, moving, outprefix=f"{tmp}/tpl_", **settings)
 
         def warp(data: np.ndarray) -> np.ndarray:
             moved = ants.apply_transforms(target, _to_ants(data, reference.affine), reg["fwdtransforms"])
@@ -95,8 +100,6 @@ def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, floa
     return np.where(mask, scaled, -1.0).astype(np.float32)
 
 
-# Atropos orders its classes by mean intensity; which tissue is darkest depends on the contrast.
-TISSUES_BY_BRIGHTNESS = {"T1w": (1, 2, 3), "T2w": (3, 2, 1), "PDw": (3, 2, 1)}  # CSF=1, GM=2, WM=3
 # Measured in scripts/real_head_labels.py (docs/method.md, "Tissue labels").
 PRIOR_SD = 0.5
 CLIP_PERCENTILES = (1.0, 99.0)
@@ -111,7 +114,8 @@ def atropos_labels(image: ants.ANTsImage, mask: np.ndarray, contrast: str) -> np
         result = ants.atropos(a=image, x=mask_image, i="Kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
     classes = result["segmentation"].numpy().astype(np.uint8)
     labels = np.zeros_like(classes)
-    for atropos_class, tissue in enumerate(TISSUES_BY_BRIGHTNESS[contrast], start=1):
+    # Atropos orders its classes by mean intensity; which tissue is darkest depends on the contrast.
+    for atropos_class, tissue in enumerate(tissues_by_brightness(contrast), start=1):
         labels[classes == atropos_class] = tissue
     return labels
 
@@ -244,10 +248,12 @@ def preprocess_subject(
         mask, template = check_mask(extracted.mask, out_dir / "brainmask.nii.gz"), extracted.template
         priors = extracted.tissue_priors
     truth = read_json(inputs.misalignment) if inputs.misalignment else {}
-    if priors is None:
+    if priors is not None:
+        estimated = tissue_labels(fixed.numpy(), mask, priors)
+    elif inputs.target in PROTOCOLS:  # given labels: Atropos only checks them, where it knows the tissue order
         estimated = atropos_labels(fixed, mask, inputs.target)
     else:
-        estimated = tissue_labels(fixed.numpy(), mask, priors)
+        estimated = None
     qc: dict[str, float] = {}
     if labels is None:
         label_data = estimated
@@ -255,7 +261,8 @@ def preprocess_subject(
         label_data = labels.data
         # Sanity check of the labels real data would get against the known truth (the key keeps its name:
         # report.qc_tables reads it into atropos.csv).
-        qc.update({f"atropos_dice_{k}": v for k, v in dice_per_class(estimated, label_data).items()})
+        if estimated is not None:
+            qc.update({f"atropos_dice_{k}": v for k, v in dice_per_class(estimated, label_data).items()})
     registered = {inputs.target: fixed}
     for contrast, moving in corrected.items():
         if contrast == inputs.target:

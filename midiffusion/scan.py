@@ -19,7 +19,7 @@ import ants
 import numpy as np
 from nibabel.processing import vox2out_vox
 
-from .config import SamplingConfig, default, schema
+from .config import NEEDS_TEMPLATE, SamplingConfig, default
 from .io import InputError, Volume, check_mask, load_volume, save_volume
 from .layout import BACKGROUND
 from .model import TARGET_QUANTILE_LEVELS, LoadedModel, load_model
@@ -31,16 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def scan_contrast(path: Path, contrast: str | None = None) -> str:
-    """The given contrast, else the BIDS-like suffix of the file name (my_T2w.nii.gz -> T2w)."""
-    contrasts = schema()["definitions"]["contrast"]["enum"]
+    """The given contrast, else the BIDS suffix of the file name (my_FLAIR.nii.gz -> FLAIR)."""
     if contrast is None:
-        found = re.search(r"_(" + "|".join(contrasts) + r")\.nii(\.gz)?$", Path(path).name)
+        found = re.search(r"_([A-Za-z0-9]+)\.nii(\.gz)?$", Path(path).name)
         if found is None:
-            raise InputError(f"{path}: name the source contrast with --contrast ({', '.join(contrasts)}); "
+            raise InputError(f"{path}: name the source contrast with --contrast (T2w, PDw, FLAIR, ...); "
                              "the file name does not end in _<contrast>.nii.gz")
         contrast = found.group(1)
-    if contrast not in contrasts:
-        raise InputError(f"contrast: expected one of {contrasts}, got {contrast!r}")
+    if not re.fullmatch(r"[A-Za-z0-9]+", contrast):
+        raise InputError(f"contrast: a BIDS suffix of letters and digits, got {contrast!r}")
     return contrast
 
 
@@ -110,9 +109,9 @@ def check_scan_start(start: str, loaded: LoadedModel, model_path: Path) -> np.nd
     """One scan can start from noise, or from `invert` with the model's stored target intensities
     (returned); `atlas_map` needs a target-contrast template registered to a target image, which one
     scan lacks."""
-    if start == "atlas_map":
-        raise InputError("sampling.start: atlas_map needs the subject's target image; for one scan use "
-                         "--start invert (the default) or --start noise")
+    if start in NEEDS_TEMPLATE:
+        raise InputError(f"sampling.start: {start} needs the subject's target image; for one scan use "
+                         "--start invert or --start noise")
     if start == "invert" and loaded.target_quantiles is None:
         raise InputError(f"{model_path}: this model file predates the stored target intensities that the invert "
                          "start needs; retrain it, or translate with --start noise")

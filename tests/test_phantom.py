@@ -7,7 +7,7 @@ from midiffusion import head, phantom
 from midiffusion.io import InputError, load_volume, read_json
 
 VOXEL_MM = 4.0
-SOURCES = ["PDw", "T2w"]
+SOURCES = ["PDw", "T2w", "FLAIR"]
 CONTRASTS = ["T1w", *SOURCES]
 
 
@@ -53,15 +53,39 @@ def test_spin_echo_orders_tissues_at_nominal_parameters():
     assert signal["T1w"]["WM"] > signal["T1w"]["GM"] > signal["T1w"]["CSF"]
     assert signal["T2w"]["CSF"] > signal["T2w"]["GM"] > signal["T2w"]["WM"]
     assert signal["PDw"]["CSF"] > signal["PDw"]["GM"] > signal["PDw"]["WM"]
+    assert signal["FLAIR"]["GM"] > signal["FLAIR"]["WM"] > signal["FLAIR"]["CSF"]
+
+
+def test_inversion_recovery_signal_against_hand_values():
+    protocol = head.Protocol(tr_ms=9000.0, te_ms=120.0, ti_ms=1700.0)
+    # GM: 0.86 |1 - 2 exp(-1700/833) + exp(-9000/833)| exp(-120/83), by hand 0.86 * 0.74010 * 0.23556
+    assert head.Tissue(833.0, 83.0, 0.86).signal(protocol) == pytest.approx(0.149936, rel=1e-4)
+    # A tissue still inverted at TI (T1 4000 ms): 1 - 2 * 0.65377 + 0.10540 = -0.20214, its magnitude
+    # times exp(-120/300) = 0.67032
+    assert head.Tissue(4000.0, 300.0, 1.0).signal(protocol) == pytest.approx(0.135498, rel=1e-4)
+    # Without an inversion the same tissue follows the spin echo
+    spin_echo = head.Protocol(tr_ms=9000.0, te_ms=120.0)
+    assert head.Tissue(833.0, 83.0, 0.86).signal(spin_echo) == pytest.approx(0.86 * (1 - np.exp(-9000 / 833)) * np.exp(-120 / 83))
+
+
+def test_flair_nulls_csf_at_its_inversion_time():
+    flair = head.PROTOCOLS["FLAIR"]
+    assert flair.ti_ms == pytest.approx(2569.0 * np.log(2 / (1 + np.exp(-9000 / 2569))), rel=1e-9)
+    assert 1650 < flair.ti_ms < 1750  # about 1,700 ms for 1.5 T CSF at TR 9000 ms
+    assert head.BRAIN_TISSUES["CSF"].signal(flair) == pytest.approx(0.0, abs=1e-12)
+    assert head.tissues_by_brightness("FLAIR") == (1, 3, 2)  # CSF < WM < GM
+    assert head.tissues_by_brightness("T1w") == (1, 2, 3)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_contrast_orderings_before_noise_and_bias(seed):
     subject = simulate(seed=seed, noise=False, bias=False, misalign=False)
-    t1w, pdw, t2w = (tissue_means(subject, c, 0.9, head.TISSUES) for c in CONTRASTS)
+    t1w, pdw, t2w, flair = (tissue_means(subject, c, 0.9, head.TISSUES) for c in CONTRASTS)
     assert t1w["WM"] > t1w["GM"] > t1w["CSF"]
     assert t2w["CSF"] > t2w["GM"] > t2w["WM"]
     assert pdw["CSF"] > pdw["GM"] > pdw["WM"]
+    assert flair["GM"] > flair["WM"] > flair["CSF"]  # no monotone map of T1w gives this order
+    assert flair["CSF"] < 0.3 * flair["WM"]  # nulled, up to partial volume (>= 0.9 CSF), its own T1 and texture
 
 
 def test_head_fat_bright_in_t1w_and_skull_dark_everywhere(clean):
