@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-from skimage.exposure import match_histograms
 
 from .io import InputError, Volume, check_mask, check_same_grid, load_volume, save_volume
 from .layout import BACKGROUND
@@ -17,12 +16,15 @@ from .layout import BACKGROUND
 # other baselines load in a fraction of a second instead of six.
 
 ATLAS_BINS = 64  # source-intensity bins of atlas_map's look-up table over [-1, 1] (width 1/32)
+# Levels of the training targets' brain quantiles that the rank maps match (reference_quantiles).
+REFERENCE_LEVELS = np.linspace(0.0, 1.0, 1001)
 
 
 @dataclass
 class BaselineInputs:
     """A test subject's normalised source and target volumes, its brain mask, and the training
-    subjects' normalised target volumes with their masks (the target-contrast intensity reference).
+    subjects' normalised target volumes with their masks (the target-contrast intensity reference), or
+    their brain quantiles instead (`quantiles`, reference_quantiles: one scan has them from model.pt).
 
     The optional inputs only some baselines need (InputError naming the option when missing):
     template: the target-contrast template head registered to the subject by brain extraction
@@ -39,6 +41,7 @@ class BaselineInputs:
     template: Volume | None = None
     slice_size: int | None = None
     percentiles: tuple[float, float] | None = None
+    quantiles: np.ndarray | None = None
 
 
 def _in_brain(inputs: BaselineInputs, values: np.ndarray) -> np.ndarray:
@@ -48,11 +51,28 @@ def _in_brain(inputs: BaselineInputs, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reference_brains(inputs: BaselineInputs, method: str) -> np.ndarray:
-    """The pooled brain intensities of the training target images."""
+def reference_quantiles(brains: Sequence[np.ndarray]) -> np.ndarray:
+    """The inverse CDF of the pooled brain intensities (each array: one image's brain voxels) at
+    REFERENCE_LEVELS: the one intensity reference of the rank maps, kept in the training slices and model.pt."""
+    values, counts = np.unique(np.concatenate([np.ravel(brain) for brain in brains]), return_counts=True)
+    return np.interp(REFERENCE_LEVELS, np.cumsum(counts) / counts.sum(), values).astype(np.float32)
+
+
+def match_quantiles(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """`values` mapped rank by rank onto the distribution whose quantiles at equally spaced levels over
+    [0, 1] are `quantiles` (as skimage's match_histograms: equal values get equal outputs)."""
+    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    return np.interp(np.cumsum(counts) / values.size, levels, quantiles)[inverse].astype(np.float32)
+
+
+def _reference(inputs: BaselineInputs, method: str) -> np.ndarray:
+    """The training targets' brain quantiles: given, or from the reference volumes."""
+    if inputs.quantiles is not None:
+        return inputs.quantiles
     if not inputs.references:
         raise InputError(f"baseline {method} needs the training target images (--reference, --reference-mask)")
-    return np.concatenate([volume.data[mask] for volume, mask in inputs.references])
+    return reference_quantiles([volume.data[mask] for volume, mask in inputs.references])
 
 
 def oracle(inputs: BaselineInputs) -> np.ndarray:
@@ -67,14 +87,14 @@ def none(inputs: BaselineInputs) -> np.ndarray:
 
 def histmatch(inputs: BaselineInputs) -> np.ndarray:
     """Source brain intensities histogram-matched to the pooled training target brains."""
-    return _in_brain(inputs, match_histograms(inputs.source.data[inputs.mask], _reference_brains(inputs, "histmatch")))
+    return _in_brain(inputs, match_quantiles(inputs.source.data[inputs.mask], _reference(inputs, "histmatch")))
 
 
 def invert(inputs: BaselineInputs) -> np.ndarray:
     """The source brain negated, then histogram-matched to the pooled training target brains: the
     monotone decreasing map with the target's histogram (CSF bright in PDw/T2w becomes dark as in T1w)."""
     negated = -inputs.source.data[inputs.mask]
-    return _in_brain(inputs, match_histograms(negated, _reference_brains(inputs, "invert")))
+    return _in_brain(inputs, match_quantiles(negated, _reference(inputs, "invert")))
 
 
 @dataclass(frozen=True)
@@ -148,7 +168,7 @@ def atlas_match(inputs: BaselineInputs) -> np.ndarray:
     where the source separates them weakly; the rank match restores the target's contrast. Where the
     look-up is decreasing this is `invert`, where it is increasing `histmatch`: no direction is assumed."""
     mapped = atlas_map(inputs)[inputs.mask]
-    return _in_brain(inputs, match_histograms(mapped, _reference_brains(inputs, "atlas_match")))
+    return _in_brain(inputs, match_quantiles(mapped, _reference(inputs, "atlas_match")))
 
 
 def grid_ceiling(inputs: BaselineInputs) -> np.ndarray:
@@ -164,6 +184,7 @@ def grid_ceiling(inputs: BaselineInputs) -> np.ndarray:
     return np.where(inputs.mask, volume, BACKGROUND).astype(np.float32)
 
 
+RANK_MAPS = ("atlas_match", "invert", "histmatch")  # the maps matched to the training targets' quantiles
 BASELINES: dict[str, Callable[[BaselineInputs], np.ndarray]] = {
     "oracle": oracle,
     "grid_ceiling": grid_ceiling,

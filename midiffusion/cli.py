@@ -107,7 +107,8 @@ def cmd_translate_scan(args: argparse.Namespace) -> None:
 
     config = SamplingConfig.from_dict({key: getattr(args, key) for key in defaults("sampling")})
     out = translate_scan(
-        args.model, args.source, args.out, std_path=args.std, contrast=args.contrast, config=config,
+        args.model, args.source, args.out, std_path=args.std, contrast=args.contrast,
+        target_contrast=args.target_contrast, config=config,
         voxel_mm=args.voxel_mm, use_n4=not args.no_n4, percentiles=tuple(args.percentiles), device=args.device,
     )
     print(out if args.std is None else f"{out}, {args.std}")
@@ -361,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", help="the source's contrast, a BIDS suffix (default: the file name's, e.g. "
                    "_FLAIR.nii.gz); brain extraction registers the head model's image of it, or for a contrast "
                    "it does not render, its T1w image by mutual information")
+    p.add_argument("--target-contrast", default=default("data", "target"),
+                   help="the model's target contrast: the head model's image of it is the atlas starts' template")
     p.add_argument("--voxel-mm", type=float, default=default("phantom", "voxel_mm"),
                    help="voxel size the model was trained at (the default run's phantoms: phantom.voxel_mm)")
     p.add_argument("--no-n4", action="store_true")

@@ -39,6 +39,9 @@ def defaults(section: str) -> dict[str, Any]:
     return {key: spec["default"] for key, spec in schema()["properties"][section]["properties"].items()}
 
 
+Switch = bool | Literal["auto"]  # a setting that is on, off, or decided by the machine
+
+
 def _field(section: str, key: str) -> Any:
     """A dataclass field whose default is the schema's."""
     return field(default=default(section, key))
@@ -60,6 +63,10 @@ def _convert(section: str, name: str, kind: str, value: Any) -> Any:
             return float(value)
         if kind == "bool":
             if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind == "Switch":
+            if not (isinstance(value, bool) or value == "auto"):
                 raise TypeError
             return value
         if not isinstance(value, str):
@@ -144,7 +151,7 @@ class DiffusionConfig:
     seed: int = _field("diffusion", "seed")
     device: str = _field("diffusion", "device")
     mixed_precision: bool = _field("diffusion", "mixed_precision")
-    cpu_bfloat16: bool = _field("diffusion", "cpu_bfloat16")
+    cpu_bfloat16: Switch = _field("diffusion", "cpu_bfloat16")
 
     def __post_init__(self) -> None:
         positive = ("image_size", "base_channels", "num_res_blocks", "timesteps", "batch_size", "steps",

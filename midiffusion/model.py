@@ -17,11 +17,6 @@ from .schedule import DDPMSchedule
 from .unet import UNet
 
 MODEL_FILE = "model.pt"
-# Quantile levels of the training targets' brain intensities kept in model.pt: the intensity
-# reference of the `invert` start when one scan is translated without the training images.
-TARGET_QUANTILE_LEVELS = np.linspace(0, 1, 201)
-
-
 @dataclass
 class LoadedModel:
     """A trained model ready to sample: the EMA UNet (eval mode), its schedule and its config, whose
@@ -30,7 +25,9 @@ class LoadedModel:
     model: UNet
     schedule: DDPMSchedule
     config: DiffusionConfig
-    target_quantiles: np.ndarray | None = None  # at TARGET_QUANTILE_LEVELS; None in older model files
+    # the training targets' brain quantiles (baselines.reference_quantiles), the rank maps' intensity
+    # reference when one scan is translated without the training images; None in older model files
+    target_quantiles: np.ndarray | None = None
 
     @property
     def device(self) -> torch.device:
@@ -49,8 +46,14 @@ def build_model(config: DiffusionConfig) -> UNet:
         dropout=config.dropout,
         image_size=config.image_size,
         mixed_precision=config.mixed_precision,
-        cpu_bfloat16=config.cpu_bfloat16,
+        cpu_bfloat16=native_cpu_bfloat16() if config.cpu_bfloat16 == "auto" else config.cpu_bfloat16,
     )
+
+
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16): only there does bfloat16
+    autocast pay (docs/compute.md)."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def build_schedule(config: DiffusionConfig) -> DDPMSchedule:
@@ -73,13 +76,6 @@ def select_device(name: str = "auto") -> torch.device:
     if not available.get(device.type, False):
         raise InputError(f"device: {name!r} is not available on this machine")
     return device
-
-
-def brain_quantiles(images: torch.Tensor) -> np.ndarray:
-    """Quantiles (at TARGET_QUANTILE_LEVELS) of the brain pixels of training slices in [-1, 1], the
-    pixels above the background -1 (the slice grid's interpolation blends a few at the brain's edge)."""
-    brain = images[images > -1 + 1e-3].double().numpy()
-    return np.quantile(brain, TARGET_QUANTILE_LEVELS).astype(np.float32)
 
 
 def save_model(model: UNet, config: DiffusionConfig, path: Path, target_quantiles: np.ndarray | None = None) -> None:

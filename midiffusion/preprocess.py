@@ -68,17 +68,20 @@ BRAIN_EXTRACTION_SYN = {
 
 
 def extract_brain(
-    target: ants.ANTsImage, contrast: str, voxel_mm: float, registration: dict | None = None
+    target: ants.ANTsImage, contrast: str, voxel_mm: float, registration: dict | None = None,
+    template_contrast: str | None = None,
 ) -> ExtractedBrain:
     """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
     the ICBM152 template (template.reference_head; for a contrast the head model does not render, the T1w
     one with SyN's Mattes mutual information instead of CC), is registered to it (affine then SyN; `registration`
     replaces BRAIN_EXTRACTION_SYN's ants.registration settings) and the reference's brain is warped back.
-    The warped reference image and tissue maps come with it, from the same registration."""
+    The warped reference image (or, with `template_contrast`, the same head's image of that contrast) and
+    tissue maps come with it, from the same registration."""
     settings = registration or BRAIN_EXTRACTION_SYN
     if contrast not in PROTOCOLS:  # no same-contrast reference: the T1w one, by a contrast-agnostic metric
         contrast, settings = "T1w", {**settings, "syn_metric": "mattes"}
-    reference = reference_head(max(1.0, float(round(voxel_mm))), contrast)
+    reference_voxel_mm = max(1.0, float(round(voxel_mm)))
+    reference = reference_head(reference_voxel_mm, contrast)
     moving = _to_ants(reference.image, reference.affine)
     with tempfile.TemporaryDirectory() as tmp:
         reg = ants.registration(target, moving, outprefix=f"{tmp}/tpl_", **settings)
@@ -89,7 +92,11 @@ def extract_brain(
 
         brain = warp(reference.brain)
         priors = np.stack([warp(tissue) for tissue in reference.tissues])
-    return ExtractedBrain(brain > 0.5, reg["warpedmovout"].numpy().astype(np.float32), priors)
+        if template_contrast in (None, contrast):
+            template = reg["warpedmovout"].numpy().astype(np.float32)
+        else:  # the same head in another contrast, moved by the same registration
+            template = warp(reference_head(reference_voxel_mm, template_contrast).image)
+    return ExtractedBrain(brain > 0.5, template, priors)
 
 
 def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:

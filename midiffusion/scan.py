@@ -22,7 +22,9 @@ from nibabel.processing import vox2out_vox
 from .config import NEEDS_TEMPLATE, SamplingConfig, default
 from .io import InputError, Volume, check_mask, load_volume, save_volume
 from .layout import BACKGROUND
-from .model import TARGET_QUANTILE_LEVELS, LoadedModel, load_model
+from .baselines import BASELINES, RANK_MAPS, BaselineInputs
+from .head import PROTOCOLS
+from .model import LoadedModel, load_model
 from .preprocess import _to_ants, extract_brain, n4, normalise
 from .segment import Device, NnunetDirs, model_folder, segment_volumes
 from .translate import translate_volume
@@ -62,6 +64,7 @@ def translate_scan(
     *,
     std_path: Path | None = None,
     contrast: str | None = None,
+    target_contrast: str = default("data", "target"),
     config: SamplingConfig = SamplingConfig(),
     voxel_mm: float = default("phantom", "voxel_mm"),
     use_n4: bool = default("preprocess", "n4"),
@@ -74,27 +77,29 @@ def translate_scan(
     the workflow's normalised scale [-1, 1], BACKGROUND (-1) outside the brain. std_path (needs
     n_samples > 1): the voxelwise standard deviation over the samples, 0 outside the brain.
     Every input is checked before any compute: the image (io.load_volume), the contrast, the model file.
-    `voxel_mm`: the voxel size of the volumes the model was trained on (the default run's phantoms).
+    `voxel_mm`: the voxel size of the volumes the model was trained on (the default run's phantoms);
+    `target_contrast`: the model's (the atlas starts' template contrast).
     """
     source = load_volume(source_path)
     contrast = scan_contrast(source_path, contrast)
     if std_path is not None and config.n_samples < 2:
         raise InputError(f"--std: a standard deviation needs n_samples > 1, got {config.n_samples}")
-    quantiles = check_scan_start(config.start, load_model(model_path, device), model_path)  # before preprocessing
+    loaded = load_model(model_path, device)
+    check_scan_start(config.start, loaded, model_path, target_contrast)  # before preprocessing
     grid = working_grid(source, voxel_mm)
     image = _to_ants(resample(source, grid), grid.affine)
     if use_n4:
         log.info("%s: N4 bias field correction", source_path)
         image = n4(image)
     log.info("%s: brain extraction (registering the %s reference head)", source_path, contrast)
-    mask = check_mask(extract_brain(image, contrast, voxel_mm).mask, source_path)
+    extracted = extract_brain(image, contrast, voxel_mm, template_contrast=target_contrast)
+    mask = check_mask(extracted.mask, source_path)
     with tempfile.TemporaryDirectory(prefix="midiffusion-scan-") as tmp:
         # the source keeps its file name, which the progress bar shows, in a folder of its own
-        normalised = normalise(image.numpy(), mask, percentiles)
-        work_source = save_volume(Path(tmp) / "source" / Path(source_path).name, normalised, grid.affine)
-        work_start = None
-        if config.start == "invert":
-            work_start = save_volume(Path(tmp) / "start.nii.gz", invert_start(normalised, mask, quantiles), grid.affine)
+        normalised = Volume(normalise(image.numpy(), mask, percentiles), grid.affine)
+        work_source = save_volume(Path(tmp) / "source" / Path(source_path).name, normalised.data, grid.affine)
+        start = scan_start(config.start, normalised, mask, loaded, extracted.template, percentiles)
+        work_start = None if start is None else save_volume(Path(tmp) / "start.nii.gz", start, grid.affine)
         work_mask = save_volume(Path(tmp) / "brainmask.nii.gz", mask, grid.affine, dtype=np.uint8)
         work_std = Path(tmp) / "std.nii.gz" if std_path is not None else None
         work_mean = translate_volume(model_path, work_mask, Path(tmp) / "mean.nii.gz", source_path=work_source,
@@ -105,28 +110,27 @@ def translate_scan(
         return save_volume(out_path, _on_input(work_mean, source, inside, BACKGROUND), source.affine)
 
 
-def check_scan_start(start: str, loaded: LoadedModel, model_path: Path) -> np.ndarray | None:
-    """One scan can start from noise, or from `invert` with the model's stored target intensities
-    (returned); `atlas_map` needs a target-contrast template registered to a target image, which one
-    scan lacks."""
-    if start in NEEDS_TEMPLATE:
-        raise InputError(f"sampling.start: {start} needs the subject's target image; for one scan use "
-                         "--start invert or --start noise")
-    if start == "invert" and loaded.target_quantiles is None:
-        raise InputError(f"{model_path}: this model file predates the stored target intensities that the invert "
+def check_scan_start(start: str, loaded: LoadedModel, model_path: Path, target_contrast: str) -> None:
+    """One scan makes its start as the workflow does (baselines.BASELINES on one case): the rank maps need
+    the training targets' brain quantiles that model.pt keeps, the atlas maps the head model's image of
+    the target contrast, registered to the scan with its brain extraction."""
+    if start in RANK_MAPS and loaded.target_quantiles is None:
+        raise InputError(f"{model_path}: this model file predates the stored target intensities that the {start} "
                          "start needs; retrain it, or translate with --start noise")
-    return loaded.target_quantiles
+    if start in NEEDS_TEMPLATE and target_contrast not in PROTOCOLS:
+        raise InputError(f"--start {start}: the head model has no {target_contrast} template (known: "
+                         f"{sorted(PROTOCOLS)}); translate with --start invert or --start noise")
 
 
-def invert_start(source: np.ndarray, mask: np.ndarray, target_quantiles: np.ndarray) -> np.ndarray:
-    """The `invert` map of one scan: its normalised brain negated, then mapped rank by rank onto the
-    training targets' brain quantiles kept in model.pt (the workflow's baselines.invert matches the
-    training images themselves). BACKGROUND outside the mask."""
-    negated = -source[mask]
-    ranks = negated.argsort().argsort() / max(negated.size - 1, 1)
-    out = np.full(source.shape, BACKGROUND, np.float32)
-    out[mask] = np.interp(ranks, TARGET_QUANTILE_LEVELS, target_quantiles)
-    return out
+def scan_start(start: str, normalised: Volume, mask: np.ndarray, loaded: LoadedModel, template: np.ndarray,
+               percentiles: tuple[float, float]) -> np.ndarray | None:
+    """The start image of one scan's translation (None for noise): BASELINES[start] on the normalised
+    scan, with model.pt's target quantiles and the registered target-contrast template."""
+    if start == "noise":
+        return None
+    inputs = BaselineInputs(normalised, normalised, mask, [], template=Volume(template, normalised.affine),
+                            percentiles=percentiles, quantiles=loaded.target_quantiles)
+    return BASELINES[start](inputs)
 
 
 def _on_input(path: Path, source: Volume, inside: np.ndarray, outside: float) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .baselines import reference_quantiles
 from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume
 from .layout import BACKGROUND
 
@@ -85,15 +86,19 @@ def slices_to_volume(slices: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
 
 def build_training_slices(images: list[Path], masks: list[Path], size: int, out_path: Path) -> int:
     """Stack the axial slices of normalised training volumes into out_path (.npz: images (N, 1, S, S) float16,
-    subject (N,) index of the source volume). Returns N."""
-    stacks, owners = [], []
+    subject (N,) index of the source volume, target_quantiles: the volumes' pooled brain quantiles, the
+    intensity reference of the rank maps that model.pt keeps). Returns N."""
+    stacks, owners, brains = [], [], []
     for index, (image_path, mask_path) in enumerate(zip(images, masks, strict=True)):
         image, mask = load_volume(image_path), load_volume(mask_path)
         check_same_grid([image, mask])
-        geometry = slice_geometry(check_mask(mask.data, mask_path), size)
+        inside = check_mask(mask.data, mask_path)
+        geometry = slice_geometry(inside, size)
         stacks.append(volume_to_slices(image.data, geometry))
         owners.append(np.full(len(geometry.z_indices), index))
+        brains.append(image.data[inside])
     stacked = np.concatenate(stacks).astype(np.float16)
     with atomic_path(out_path) as tmp:
-        np.savez_compressed(tmp, images=stacked, subject=np.concatenate(owners))
+        np.savez_compressed(tmp, images=stacked, subject=np.concatenate(owners),
+                            target_quantiles=reference_quantiles(brains))
     return len(stacked)

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from midiffusion.config import DiffusionConfig
 from midiffusion.io import InputError, atomic_path
 from midiffusion.lmi import lmi_condition, local_mutual_information, to_unit
-from midiffusion.model import MODEL_FILE, brain_quantiles, build_model, build_schedule, save_model, select_device
+from midiffusion.baselines import reference_quantiles
+from midiffusion.model import MODEL_FILE, build_model, build_schedule, save_model, select_device
 from midiffusion.schedule import DDPMSchedule
 from midiffusion.unet import UNet
 
@@ -64,6 +65,16 @@ def load_slices(path: Path, image_size: int) -> torch.Tensor:
     if not np.isfinite(images).all() or np.abs(images).max() > 1 + 1e-3:
         raise InputError(f"{path}: images must be finite and in [-1, 1]")
     return torch.from_numpy(images).clamp_(-1, 1)
+
+
+def target_quantiles(path: Path, slices: torch.Tensor) -> np.ndarray:
+    """The training targets' brain quantiles (baselines.reference_quantiles) that model.pt keeps: those the
+    slices file carries (computed from the volumes, as the workflow's rank maps compute them), else those of
+    the slices' brain pixels (above the background -1; the grid's interpolation blends a few at the edge)."""
+    with np.load(path) as archive:
+        if "target_quantiles" in archive:
+            return archive["target_quantiles"]
+    return reference_quantiles([slices[slices > -1 + 1e-3].numpy()])
 
 
 @torch.no_grad()
@@ -344,5 +355,5 @@ def train(slices_path: Path, out_dir: Path, config: DiffusionConfig, *, progress
         result.seconds_per_step = (time.perf_counter() - began) / (run.step - start)
     else:
         _write_losses(run.losses, result.loss_csv, result.loss_plot)
-    save_model(run.ema, config, result.model_path, brain_quantiles(slices))
+    save_model(run.ema, config, result.model_path, target_quantiles(slices_path, slices))
     return result

@@ -4,6 +4,7 @@ benchmark all use."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from .layout import BACKGROUND
 from .model import LoadedModel, load_model
 from .sampling import sample
 from .slices import slice_geometry, slices_to_volume, volume_to_slices
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,6 +93,10 @@ def translate_volume(
     if guided and config.start != "noise" and start_path is None:
         raise InputError(f"sampling.start: {config.start} needs its image as the start (translate --start PATH)")
     loaded = load_model(model_path, device)
+    if guided and start_path is not None:
+        log.info("start: %s (sampling.start %s) noised to t0 %g", start_path, config.start, config.start_t0)
+    elif guided:
+        log.info("start: noise at T")
     mask_volume = load_volume(mask_path)
     source, start = (load_volume(path) if path is not None else None for path in (source_path, start_path))
     check_same_grid([mask_volume] + [volume for volume in (source, start) if volume is not None])

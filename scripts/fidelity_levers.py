@@ -143,12 +143,20 @@ VARIANTS = [
               model="diffusion_64_steps5000/model.pt") for t0 in (0.1, 0.2)),
     # The default trained and sampled in bfloat16 on the CPU (diffusion.cpu_bfloat16): the same 2,500 steps.
     Variant("cpu_bf16_t0.1+detail_r1", DETAIL_DEFAULT, model="diffusion_cpu_bf16/model.pt"),
+    # Starts that assume no direction of the source's map, measured with FLAIR beside T2w and PDw: the
+    # atlas look-up's order with the target's histogram (atlas_match), the look-up itself, the invert start
+    # for reference, the noise start (the paper's, with classifier-free guidance 5), and LMI gradient guidance.
+    *(Variant(f"start_{start}_t{t0:g}+detail_r1", {**DETAIL_DEFAULT, "start": start, "start_t0": t0})
+      for start in ("atlas_match", "atlas_map", "invert") for t0 in (0.1, 0.2)),
+    Variant("start_atlas_match_t0.1+detail_r1+lmi_grad_0.03", {**DETAIL_DEFAULT, "start": "atlas_match",
+                                                               "lmi_gradient_scale": 0.03}),
+    Variant("start_noise_guidance5+detail_r1", {**DETAIL_DEFAULT, "start": "noise", "guidance_scale": 5.0}),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
-REFERENCES = ("grid_ceiling", "invert", "atlas_map", "midiffusion")
+REFERENCES = ("grid_ceiling", "invert", "atlas_map", "atlas_match", "histmatch", "none", "midiffusion")
 SUBJECT_METHODS = ("grid_ceiling",)  # one image per subject, not per source
-MAPS = ("invert", "atlas_map")  # the zero-shot intensity maps a lever must beat
+MAPS = ("invert", "atlas_map", "atlas_match", "histmatch", "none")  # the zero-shot intensity maps a lever must beat
 SETTINGS = ("start", "start_t0", "lmi_gradient_scale", "guidance_scale", "eta", "n_samples", "detail_radius",
             "detail_eps")
 CLASSES = tuple(TISSUE_LABELS)  # CSF, GM, WM

@@ -4,7 +4,9 @@ grid_ceiling, and run_baseline's optional inputs."""
 import numpy as np
 import pytest
 
-from midiffusion.baselines import BaselineInputs, atlas_map, fit_intensity_map, grid_ceiling, invert, run_baseline
+from midiffusion.baselines import (
+    BaselineInputs, atlas_map, atlas_match, fit_intensity_map, grid_ceiling, histmatch, invert, run_baseline,
+)
 from midiffusion.io import InputError, Volume, load_volume, save_volume
 from midiffusion.layout import BACKGROUND
 from midiffusion.metrics import pearson_correlation
@@ -90,6 +92,43 @@ def test_atlas_map_does_not_copy_the_template_anatomy():
     normalised = normalise(template, mask)[mask]
     assert out.std() < 0.15 * normalised.std()
     assert abs(pearson_correlation(out, normalised)) < 0.1
+
+
+def _tissue_toy(rng: np.random.Generator, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A three-tissue target-contrast 'anatomy' in the brain (dark, mid, bright in equal thirds, with a
+    little noise) and a second draw of it as the training reference."""
+    tissue = rng.integers(0, 3, SHAPE)
+    return [np.array([-0.6, 0.1, 0.7])[tissue] + rng.normal(0, 0.03, SHAPE) for _ in range(2)]
+
+
+@pytest.mark.parametrize("direction, expected", [(-1.0, invert), (1.0, histmatch)])
+def test_atlas_match_finds_the_direction_without_labels(direction, expected):
+    # The same start, not told the direction: for an inverted toy it is the negated map (invert), for a
+    # plain one the identity's (histmatch). Only the template (the toy's target contrast, in its own
+    # units) pairs with the source; no label and no real target is read.
+    rng = np.random.default_rng(4)
+    mask = _ball()
+    target, reference = _tissue_toy(rng, mask)
+    source = direction * target + rng.normal(0, 0.02, SHAPE)
+    template = Volume((500 + 300 * target).astype(np.float32), np.eye(4))
+    inputs = _inputs(source, mask, references=[(reference, mask)], template=template)
+    out = atlas_match(inputs)[mask]
+    assert pearson_correlation(out, target[mask]) > 0.99
+    assert np.abs(out - expected(inputs)[mask]).mean() < 0.01
+
+
+def test_atlas_match_orders_a_non_monotone_source_as_the_target():
+    # FLAIR-like: the target's middle tissue brightest in the source, its dark tissue darkest. Neither
+    # invert nor histmatch can order the three tissues; atlas_match recovers the target's order.
+    rng = np.random.default_rng(5)
+    mask = _ball()
+    target, reference = _tissue_toy(rng, mask)
+    source = np.select([target < -0.3, target < 0.4], [-0.8, 0.6], 0.2) + rng.normal(0, 0.02, SHAPE)
+    template = Volume((500 + 300 * target).astype(np.float32), np.eye(4))
+    inputs = _inputs(source, mask, references=[(reference, mask)], template=template)
+    assert pearson_correlation(atlas_match(inputs)[mask], target[mask]) > 0.99
+    for monotone in (invert, histmatch):
+        assert pearson_correlation(monotone(inputs)[mask], target[mask]) < 0.8
 
 
 def test_intensity_map_interpolates_across_empty_bins():

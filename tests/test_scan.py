@@ -15,7 +15,8 @@ from midiffusion.config import DiffusionConfig
 from midiffusion.io import Volume, load_volume, save_volume
 from midiffusion.layout import BACKGROUND
 from midiffusion.metrics import dice_per_class
-from midiffusion.model import TARGET_QUANTILE_LEVELS, brain_quantiles, build_model, save_model
+from midiffusion.baselines import BaselineInputs, invert, reference_quantiles
+from midiffusion.model import LoadedModel, build_model, save_model
 from midiffusion.template import reference_head
 
 from conftest import ROOT
@@ -36,7 +37,7 @@ def model(folder) -> Path:
     config = DiffusionConfig(image_size=16, base_channels=8, channel_mults=(1, 2), attention_resolutions=(8,),
                              num_res_blocks=1, timesteps=10)
     targets = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    save_model(build_model(config), config, folder / "model.pt", brain_quantiles(targets))
+    save_model(build_model(config), config, folder / "model.pt", reference_quantiles([targets.numpy()]))
     return folder / "model.pt"
 
 
@@ -102,7 +103,7 @@ def no_compute(monkeypatch):
     ("image as model", "not a midiffusion model file"),
     ("std of one sample", "--std: a standard deviation needs n_samples > 1"),
     ("unnamed contrast", "name the source contrast with --contrast"),
-    ("atlas_map start", "atlas_map needs the subject's target image"),
+    ("atlas start without a template", "the head model has no T2starw template"),
     ("model without target intensities", "predates the stored target intensities"),
 ])
 def test_bad_input_is_named_before_any_compute_and_writes_nothing(
@@ -126,20 +127,42 @@ def test_bad_input_is_named_before_any_compute_and_writes_nothing(
     out, std = tmp_path / "out.nii.gz", tmp_path / "std.nii.gz"
     args = ["translate-scan", "--model", str(model_path), "--source", str(image), "--out", str(out)]
     samples = ["--n-samples", "1", "--std", str(std)] if problem == "std of one sample" else []
-    start = ["--start", "atlas_map"] if problem == "atlas_map start" else []
+    start = ["--start", "atlas_map", "--target-contrast", "T2starw"] if "atlas start" in problem else []
     assert expected in _error(capsys, *args, *samples, *SAMPLING, *start)  # start last: it overrides SAMPLING's
     assert list(tmp_path.glob("out*")) == [] and not std.exists()
 
 
 def test_invert_start_is_the_negated_source_on_the_target_quantiles():
-    source = np.array([[[-1.0, -0.5, 0.0, 0.5, 1.0]]], dtype=np.float32)
+    source = Volume(np.array([[[-1.0, -0.5, 0.0, 0.5, 1.0]]], dtype=np.float32), np.eye(4))
     mask = np.array([[[False, True, True, True, True]]])
-    quantiles = (np.linspace(0, 1, len(TARGET_QUANTILE_LEVELS)) ** 2).astype(np.float32)  # a skewed target
-    start = scan.invert_start(source, mask, quantiles)
+    quantiles = (np.linspace(0, 1, 301) ** 2).astype(np.float32)  # a skewed target
+    loaded = LoadedModel(model=None, schedule=None, config=None, target_quantiles=quantiles)
+    start = scan.scan_start("invert", source, mask, loaded, np.zeros_like(source.data), (0.5, 99.5))
     assert start[0, 0, 0] == BACKGROUND
-    # darkest brain voxel -> the target's highest quantile (level 1), brightest -> its lowest (level 0),
-    # the others at levels 2/3 and 1/3, where the skewed target's quantiles are 4/9 and 1/9
-    np.testing.assert_allclose(start[0, 0, 1:], [1.0, 4 / 9, 1 / 9, 0.0], atol=1e-3)
+    # darkest brain voxel -> the target's highest quantile (level 1), brightest -> level 1/4, the others
+    # at levels 3/4 and 1/2, where the skewed target's quantiles are 9/16, 1/4 and 1/16
+    np.testing.assert_allclose(start[0, 0, 1:], [1.0, 9 / 16, 1 / 4, 1 / 16], atol=1e-3)
+
+
+def test_one_scan_starts_from_the_workflows_map(tmp_path):
+    """The training slices keep the volumes' brain quantiles, which model.pt carries: one scan's invert start
+    is then the workflow's invert image of the same case, to the bit."""
+    from midiffusion.slices import build_training_slices
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((12, 12, 6), bool)
+    mask[2:10, 2:10, 1:5] = True
+    volumes = [np.where(mask, rng.normal(k * 0.2, 0.3, mask.shape).clip(-1, 1), BACKGROUND) for k in range(3)]
+    paths = [save_volume(tmp_path / f"t1_{k}.nii.gz", v, np.eye(4)) for k, v in enumerate(volumes)]
+    mask_path = save_volume(tmp_path / "mask.nii.gz", mask, np.eye(4), dtype=np.uint8)
+    build_training_slices(paths, [mask_path] * 3, 8, tmp_path / "slices.npz")
+    quantiles = np.load(tmp_path / "slices.npz")["target_quantiles"]
+    source = Volume(np.where(mask, rng.uniform(-1, 1, mask.shape), BACKGROUND).astype(np.float32), np.eye(4))
+    loaded = LoadedModel(model=None, schedule=None, config=None, target_quantiles=quantiles)
+    one_scan = scan.scan_start("invert", source, mask, loaded, np.zeros_like(source.data), (0.5, 99.5))
+    references = [(load_volume(path), mask) for path in paths]
+    workflow = invert(BaselineInputs(source, source, mask, references))
+    np.testing.assert_array_equal(one_scan, workflow)
 
 
 def test_contrast_comes_from_the_file_name_or_the_option():

@@ -1,5 +1,7 @@
 """The ci configuration through a real snakemake run: every rule, every method, tables and figures."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,7 @@ import yaml
 
 from conftest import ROOT, snakemake
 from midiffusion import methods as registry
+from midiffusion.cohort import split_subjects
 from midiffusion.io import load_volume
 
 CI = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
@@ -192,6 +195,32 @@ def test_ixi_folder_plans_every_complete_subject(tmp_path):
     for subject in ("002", "012", "013"):
         assert f"IXI{subject}-" in planned
     assert "--labels" not in planned  # no label files given: preprocessing makes Atropos labels
+
+
+def test_bids_folder_with_flair_images_runs_the_ci_workflow(ci_run, tmp_path):
+    """A user's BIDS folder whose source is `_FLAIR` (any BIDS suffix is a contrast): the ci run's own
+    phantom files, copied as a plain BIDS dataset with its dseg labels, run through the ci workflow up to
+    the FLAIR translations of every test subject (cohort check, preprocessing, training, sampling)."""
+    bids = tmp_path / "bids"
+    for subject in sorted((ci_run / "results" / "cohort").glob("sub-*")):
+        for image in (subject / "anat").glob("*_*.nii.gz"):
+            if image.name.endswith(("_T1w.nii.gz", "_FLAIR.nii.gz", "_dseg.nii.gz")):
+                (bids / subject.name / "anat").mkdir(parents=True, exist_ok=True)
+                shutil.copy(image, bids / subject.name / "anat" / image.name)
+    config = {**CI, "data": {**CI["data"], "layout": "bids", "root": str(bids), "sources": ["FLAIR"],
+                             "labels": str(bids / "sub-{subject}" / "anat" / "sub-{subject}_dseg.nii.gz")}}
+    configfile = tmp_path / "bids_flair.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    subjects = sorted(path.name.removeprefix("sub-") for path in bids.glob("sub-*"))
+    split = split_subjects(subjects, CI["split"]["n_test"], CI["split"]["seed"])
+    targets = [f"results/methods/midiffusion/sub-{s}_FLAIR.nii.gz" for s in split.test]
+    snakemake(workdir, "--cores", "2", *targets, configfile=configfile)
+    assert len(subjects) == N_SUBJECTS and split.test
+    for target in targets:
+        translation = load_volume(workdir / target)
+        assert np.isfinite(translation.data).all() and translation.data.max() > translation.data.min()
 
 
 def test_rival_nnunets_train_on_the_target_schedule(ci_run):
