@@ -154,15 +154,60 @@ def verdict_table(long_df: pd.DataFrame) -> pd.DataFrame:
     return _drop_blank_anatomy(pd.DataFrame(rows))
 
 
-def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write metrics_long.csv, summary.csv, summary.md and verdict.md into out_dir (atomically).
+def paired_difference(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> dict[str, float | str]:
+    """a - b over the subjects both have (Series indexed by subject): mean, sd, n, the t interval of the mean
+    at `confidence`, and "win" / "loss" where that interval excludes 0, "tie" where it does not (or n < 2)."""
+    from scipy.stats import t
 
-    Returns {"long": path, "summary": path, "markdown": path, "verdict": path}.
+    difference = (a - b).dropna()
+    n, mean = len(difference), float(difference.mean())
+    sd = float(difference.std()) if n > 1 else float("nan")
+    half = float(t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    call = "tie" if not n > 1 or abs(mean) <= half else ("win" if mean > 0 else "loss")
+    return {"mean": mean, "sd": sd, "n": n, "low": mean - half, "high": mean + half, "call": call}
+
+
+def headline_table(long_df: pd.DataFrame, method: str = "midiffusion") -> pd.DataFrame:
+    """Per anatomy and source: the oracle, `method` and the best other zero-shot road (the highest mean Dice
+    among the roads whose image is not `method`'s), their mean Dice (corr), and the per-subject paired Dice
+    difference of `method` to that road with its 95 % t interval: a win, a tie or a loss."""
+    long_df = _normalise(long_df)
+    dice = long_df[(long_df["metric"] == "dice") & (long_df["class"] == "mean")]
+    corr = long_df[long_df["metric"] == "corr"]
+    producer = METHODS[method].producer
+    rows = []
+    for anatomy, source in sorted(set(zip(dice["anatomy"], dice["source"])), key=lambda k: (_anatomy_rank(k[0]), k[1])):
+        group = dice[(dice["anatomy"] == anatomy) & (dice["source"] == source)]
+        per_subject = group.pivot_table(index="subject", columns="method", values="value")
+        if method not in per_subject:
+            continue
+        rivals = [m for m in per_subject if is_zero_shot(m) and METHODS.get(m) and METHODS[m].producer != producer]
+        best = max(rivals, key=lambda m: per_subject[m].mean())
+        diff = paired_difference(per_subject[method], per_subject[best])
+        mean_corr = corr[(corr["anatomy"] == anatomy) & (corr["source"] == source)].groupby("method")["value"].mean()
+
+        def cell(name: str) -> str:
+            return f"{per_subject[name].mean():.3f} ({mean_corr.get(name, np.nan):.3f})" if name in per_subject else ""
+
+        rows.append({"Anatomy": anatomy, "Source": source, "n": diff["n"], "oracle": cell("oracle"), method: cell(method),
+                     "best other road": best, "its Dice (corr)": cell(best),
+                     "paired difference": f"{diff['mean']:+.3f} ± {diff['sd']:.3f}",
+                     "95 % interval": f"[{diff['low']:+.3f}, {diff['high']:+.3f}]", "verdict": diff["call"]})
+    if not rows:
+        raise InputError(f"metrics table: no Dice of {method} to set beside the other roads")
+    return _drop_blank_anatomy(pd.DataFrame(rows))
+
+
+def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Write metrics_long.csv, summary.csv, summary.md, verdict.md and headline.md into out_dir (atomically).
+
+    Returns {"long": path, "summary": path, "markdown": path, "verdict": path, "headline": path}.
     """
     out_dir = Path(out_dir)
     long_df = _normalise(long_df)
     paths = {name: out_dir / file for name, file in (("long", "metrics_long.csv"), ("summary", "summary.csv"),
-                                                     ("markdown", "summary.md"), ("verdict", "verdict.md"))}
+                                                     ("markdown", "summary.md"), ("verdict", "verdict.md"),
+                                                     ("headline", "headline.md"))}
     with atomic_path(paths["long"]) as tmp:
         long_df.to_csv(tmp, index=False)
     with atomic_path(paths["summary"]) as tmp:
@@ -173,6 +218,10 @@ def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
         tmp.write_text(f"# Evaluation summary\n\n{caption}\n\n{markdown_table(long_df)}\n", encoding="utf-8")
     with atomic_path(paths["verdict"]) as tmp:
         tmp.write_text(verdict_table(long_df).to_markdown(index=False) + "\n", encoding="utf-8")
+    with atomic_path(paths["headline"]) as tmp:
+        ran = "midiffusion" in set(long_df["method"])
+        tmp.write_text(headline_table(long_df).to_markdown(index=False) + "\n" if ran else
+                       "midiffusion was not among the methods run: no headline.\n", encoding="utf-8")
     return paths
 
 

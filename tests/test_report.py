@@ -11,9 +11,11 @@ from conftest import ROOT, load_script
 from midiffusion.io import InputError, save_volume
 from midiffusion.report import (
     GridRow,
+    headline_table,
     intensity_bound_corr_tables,
     intensity_bound_tables,
     markdown_table,
+    paired_difference,
     plot_dice,
     plot_sampler_curve,
     plot_translation_grid,
@@ -67,7 +69,8 @@ def test_summarise_rejects_missing_columns():
 def test_write_tables_files_parse_with_right_rows(tmp_path):
     frame = _long_frame()
     paths = write_tables(frame, tmp_path / "tables")
-    assert set(paths) == {"long", "summary", "markdown", "verdict"}
+    assert set(paths) == {"long", "summary", "markdown", "verdict", "headline"}
+    assert len([line for line in paths["headline"].read_text().splitlines() if line.startswith("| ")]) == 1 + 2
     long_back = pd.read_csv(paths["long"])
     assert len(long_back) == len(frame)
     summary = pd.read_csv(paths["summary"])
@@ -273,6 +276,30 @@ def test_verdict_ranks_zero_shot_roads_per_source():
         assert rows["Gap to best"].tolist() == ["+0.000", "-0.200", "-0.400"]
         assert rows["Dice mean"].iloc[0] == "0.700"  # mean over s1 (0.6) and s2 (0.8)
     assert verdict.loc[verdict["Method"] == "midiffusion", "Needs"].iloc[0].startswith("target images")
+
+
+def test_paired_difference_by_hand():
+    a = pd.Series({"s1": 0.70, "s2": 0.74, "s3": 0.72})
+    # differences 0.10, 0.12, 0.11: mean 0.11, sd 0.01, t(0.975, 2) = 4.303 -> half-width 0.02484
+    diff = paired_difference(a, a - pd.Series({"s1": 0.10, "s2": 0.12, "s3": 0.11}))
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(0.11) and diff["sd"] == pytest.approx(0.01)
+    assert (diff["low"], diff["high"]) == (pytest.approx(0.11 - 0.02484, abs=1e-5), pytest.approx(0.11 + 0.02484, abs=1e-5))
+    assert diff["call"] == "win"
+    noisy = paired_difference(a, a - pd.Series({"s1": 0.10, "s2": -0.08, "s3": 0.01}))
+    assert noisy["call"] == "tie"  # mean +0.01, sd 0.09: the interval holds 0
+    assert paired_difference(a, a + 0.05)["call"] == "loss"  # the same loss on every subject
+    assert paired_difference(a.iloc[:1], a.iloc[:1] - 0.3)["call"] == "tie"  # one subject: no interval
+
+
+def test_headline_sets_midiffusion_beside_the_best_other_road():
+    """Would catch a bound (oracle) or midiffusion's own image counted as the rival, or unpaired subjects."""
+    headline = headline_table(_long_frame())
+    assert headline["Source"].tolist() == ["PDw", "T2w"]
+    row = headline.iloc[0]
+    assert row["best other road"] == "none"  # zzz is no registered road; oracle and midiffusion are no rivals
+    assert row["paired difference"] == "+0.400 ± 0.000" and row["verdict"] == "win"
+    assert row["midiffusion"].startswith("0.700") and row["oracle"].startswith("0.800")
+    assert row["n"] == 2
 
 
 def test_held_out_anatomy_gets_its_own_rows(tmp_path):

@@ -106,6 +106,7 @@ rule tables:
         summary="results/tables/summary.csv",
         markdown=report("results/tables/summary.md", caption="../report/summary.rst", category="Results"),
         verdict=report("results/tables/verdict.md", caption="../report/verdict.rst", category="Results"),
+        headline=report("results/tables/headline.md", caption="../report/headline.rst", category="Results"),
     params:
         out_dir=lambda wildcards, output: Path(output.long).parent,
         anatomy=("--anatomy " + " ".join(f"{s}={a}" for s, a in ANATOMIES.items())) if ANATOMIES else "",
