@@ -172,6 +172,12 @@ def cmd_nnunet_train(args: argparse.Namespace) -> None:
                 device=args.device, num_processes=args.num_processes))
 
 
+def cmd_nnunet_curve(args: argparse.Namespace) -> None:
+    from .segment import training_curve
+
+    print(training_curve(args.checkpoint, args.out))
+
+
 def _segmenter(args: argparse.Namespace):
     """segment_volumes bound to the trained nnU-Net model the arguments name."""
     from .segment import segment_volumes
@@ -216,7 +222,8 @@ def cmd_tables(args: argparse.Namespace) -> None:
     from .report import write_tables_from_csv
 
     anatomies = _pairs(args.anatomy, "anatomy", str) if args.anatomy else None
-    for path in write_tables_from_csv(args.metrics, args.out_dir, anatomies).values():
+    curves = _pairs(args.curves, "curves", Path) if args.curves else None
+    for path in write_tables_from_csv(args.metrics, args.out_dir, anatomies, curves).values():
         print(path)
 
 
@@ -478,6 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
                      user=False)
     _add_nnunet_common(p)
 
+    p = commands.add("nnunet-curve", "an nnU-Net checkpoint's per-epoch losses and validation pseudo Dice as CSV",
+                     cmd_nnunet_curve, user=False)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+
     p = commands.add("evaluate", "Dice and image metrics of one method's test cases", cmd_evaluate, user=False)
     p.add_argument("--method", required=True)
     p.add_argument("--case", nargs=7, action="append", required=True,
@@ -499,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--anatomy", nargs="+", metavar="SUBJECT=ANATOMY",
                    help="every test subject's anatomy, where the cohort has a held-out one: rows split by anatomy")
+    p.add_argument("--curves", nargs="+", metavar="SEGMENTER=CSV",
+                   help="each segmenter's nnU-Net training curve (nnunet-curve): marks rivals not levelled off")
 
     p = commands.add("figure", "a figure: dice | grid | sampler", cmd_figure, user=False)
     p.add_argument("kind", choices=["dice", "grid", "sampler"])

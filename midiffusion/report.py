@@ -134,9 +134,39 @@ def is_zero_shot(method: str) -> bool:
     return method not in METHODS or PRODUCERS[METHODS[method].producer].kind != "target"
 
 
-def verdict_table(long_df: pd.DataFrame) -> pd.DataFrame:
+# An nnU-Net whose EMA validation pseudo Dice still rose by this much over the last quarter of its epochs
+# has not levelled off: its budget, not its recipe, may be what limits it.
+LEVEL_GAIN = 0.01
+
+
+def curve_gain(curve: pd.DataFrame) -> float:
+    """The rise of the EMA pseudo Dice over the last quarter of the epochs (at least one epoch back)."""
+    ema = curve["ema_pseudo_dice"].to_numpy()
+    back = max(1, len(ema) // 4)
+    return float(ema[-1] - ema[max(0, len(ema) - 1 - back)])
+
+
+def training_table(curves: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per segmenter (nnU-Net): epochs, final EMA pseudo Dice, its rise over the last quarter, levelled off."""
+    return pd.DataFrame([{"Segmenter": name, "epochs": len(curve),
+                          "final EMA pseudo Dice": f"{curve['ema_pseudo_dice'].iloc[-1]:.3f}",
+                          "rise over the last quarter": f"{curve_gain(curve):+.3f}",
+                          "levelled off": "yes" if curve_gain(curve) < LEVEL_GAIN else "no"}
+                         for name, curve in curves.items()])
+
+
+def _levelled(method: str, curves: Mapping[str, pd.DataFrame]) -> str:
+    """yes / no: whether the road's nnU-Net levelled off; "" without its curve."""
+    segmenter = METHODS[method].segmenter if method in METHODS else None
+    if segmenter not in curves:
+        return ""
+    return "yes" if curve_gain(curves[segmenter]) < LEVEL_GAIN else "no"
+
+
+def verdict_table(long_df: pd.DataFrame, curves: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Per source contrast, every zero-shot road ranked by mean Dice: Dice per class, the gap to the
-    best road, and what a user must have to take it (methods.Method.needs)."""
+    best road, what a user must have to take it (methods.Method.needs) and, given the nnU-Nets' training
+    curves (segmenter -> segment.training_curve's table), whether the road's nnU-Net levelled off."""
     dice = summarise(long_df)
     dice = dice[(dice["metric"] == "dice") & dice["method"].map(is_zero_shot)]
     if dice.empty:
@@ -150,7 +180,8 @@ def verdict_table(long_df: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"Anatomy": anatomy, "Source": source, "Rank": rank, "Method": method,
                              **{f"Dice {name}": f"{values[name]:.3f}" for name in CLASS_ORDER if name in values},
                              "Gap to best": f"{values['mean'] - ranked['mean'].iloc[0]:+.3f}",
-                             "Needs": METHODS[method].needs if method in METHODS else ""})
+                             "Needs": METHODS[method].needs if method in METHODS else "",
+                             **({"nnU-Net levelled off": _levelled(method, curves)} if curves else {})})
     return _drop_blank_anatomy(pd.DataFrame(rows))
 
 
@@ -167,10 +198,12 @@ def paired_difference(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> d
     return {"mean": mean, "sd": sd, "n": n, "low": mean - half, "high": mean + half, "call": call}
 
 
-def headline_table(long_df: pd.DataFrame, method: str = "midiffusion") -> pd.DataFrame:
+def headline_table(long_df: pd.DataFrame, method: str = "midiffusion",
+                   curves: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Per anatomy and source: the oracle, `method` and the best other zero-shot road (the highest mean Dice
     among the roads whose image is not `method`'s), their mean Dice (corr), and the per-subject paired Dice
-    difference of `method` to that road with its 95 % t interval: a win, a tie or a loss."""
+    difference of `method` to that road with its 95 % t interval: a win, a tie or a loss. Given the
+    nnU-Nets' curves, a road whose nnU-Net had not levelled off is marked so."""
     long_df = _normalise(long_df)
     dice = long_df[(long_df["metric"] == "dice") & (long_df["class"] == "mean")]
     corr = long_df[long_df["metric"] == "corr"]
@@ -190,7 +223,9 @@ def headline_table(long_df: pd.DataFrame, method: str = "midiffusion") -> pd.Dat
             return f"{per_subject[name].mean():.3f} ({mean_corr.get(name, np.nan):.3f})" if name in per_subject else ""
 
         rows.append({"Anatomy": anatomy, "Source": source, "n": diff["n"], "oracle": cell("oracle"), method: cell(method),
-                     "best other road": best, "its Dice (corr)": cell(best),
+                     "best other road": best + (" (nnU-Net not levelled off)"
+                                                if curves and _levelled(best, curves) == "no" else ""),
+                     "its Dice (corr)": cell(best),
                      "paired difference": f"{diff['mean']:+.3f} ± {diff['sd']:.3f}",
                      "95 % interval": f"[{diff['low']:+.3f}, {diff['high']:+.3f}]", "verdict": diff["call"]})
     if not rows:
@@ -198,10 +233,12 @@ def headline_table(long_df: pd.DataFrame, method: str = "midiffusion") -> pd.Dat
     return _drop_blank_anatomy(pd.DataFrame(rows))
 
 
-def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write metrics_long.csv, summary.csv, summary.md, verdict.md and headline.md into out_dir (atomically).
+def write_tables(long_df: pd.DataFrame, out_dir: str | Path,
+                 curves: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Path]:
+    """Write metrics_long.csv, summary.csv, summary.md, verdict.md and headline.md into out_dir (atomically),
+    and with the nnU-Nets' training curves (segmenter -> table) nnunet_training.md.
 
-    Returns {"long": path, "summary": path, "markdown": path, "verdict": path, "headline": path}.
+    Returns {"long": path, "summary": path, "markdown": path, "verdict": path, "headline": path[, "training": path]}.
     """
     out_dir = Path(out_dir)
     long_df = _normalise(long_df)
@@ -217,11 +254,15 @@ def write_tables(long_df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(f"# Evaluation summary\n\n{caption}\n\n{markdown_table(long_df)}\n", encoding="utf-8")
     with atomic_path(paths["verdict"]) as tmp:
-        tmp.write_text(verdict_table(long_df).to_markdown(index=False) + "\n", encoding="utf-8")
+        tmp.write_text(verdict_table(long_df, curves).to_markdown(index=False) + "\n", encoding="utf-8")
     with atomic_path(paths["headline"]) as tmp:
         ran = "midiffusion" in set(long_df["method"])
-        tmp.write_text(headline_table(long_df).to_markdown(index=False) + "\n" if ran else
+        tmp.write_text(headline_table(long_df, curves=curves).to_markdown(index=False) + "\n" if ran else
                        "midiffusion was not among the methods run: no headline.\n", encoding="utf-8")
+    if curves:
+        paths["training"] = out_dir / "nnunet_training.md"
+        with atomic_path(paths["training"]) as tmp:
+            tmp.write_text(training_table(curves).to_markdown(index=False) + "\n", encoding="utf-8")
     return paths
 
 
@@ -528,13 +569,16 @@ def write_contrast_dice(
 
 
 def write_tables_from_csv(
-    metrics: Sequence[str | Path], out_dir: str | Path, anatomies: Mapping[str, str] | None = None
+    metrics: Sequence[str | Path], out_dir: str | Path, anatomies: Mapping[str, str] | None = None,
+    curves: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Path]:
     """Concatenate per-method long CSVs and write the long, summary and Markdown tables; `anatomies`
-    (subject -> anatomy, where the cohort has a held-out anatomy) splits every row by anatomy."""
+    (subject -> anatomy, where the cohort has a held-out anatomy) splits every row by anatomy; `curves`
+    (segmenter -> its nnU-Net's training curve CSV) marks the roads whose nnU-Net had not levelled off."""
     long_df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["NaN", "nan"], dtype={"subject": str})
                          for path in metrics])
-    return write_tables(tag_anatomy(long_df, anatomies) if anatomies else long_df, out_dir)
+    tables = {name: pd.read_csv(path) for name, path in (curves or {}).items()}
+    return write_tables(tag_anatomy(long_df, anatomies) if anatomies else long_df, out_dir, tables)
 
 
 def make_figure(kind: str, inputs: Sequence[str], out_path: str | Path, subject: str | None = None) -> Path:

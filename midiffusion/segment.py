@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from midiffusion.io import InputError, check_same_grid, load_volume, save_volume, write_json
+from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
 from midiffusion.layout import TISSUE_LABELS, nnunet_model_dir
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
@@ -168,6 +168,29 @@ def train(
     if not checkpoint.exists():
         raise RuntimeError(f"nnUNetv2_train finished but wrote no {checkpoint}")
     return checkpoint
+
+
+# nnU-Net's per-epoch log in a checkpoint (its "logging" entry): our column -> its key. With fold "all" the
+# validation cases are the training cases, seen without augmentation: the pseudo Dice is the fit to them.
+CURVE_KEYS = {"train_loss": "train_losses", "val_loss": "val_losses", "pseudo_dice": "mean_fg_dice",
+              "ema_pseudo_dice": "ema_fg_dice"}
+
+
+def training_curve(checkpoint: Path, out_csv: Path) -> Path:
+    """The per-epoch training log an nnU-Net checkpoint keeps -> CSV (epoch and CURVE_KEYS' columns)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # the run's own file: numpy scalars
+    log = state.get("logging") if isinstance(state, dict) else None
+    if not log or any(key not in log for key in CURVE_KEYS.values()):
+        raise InputError(f"{checkpoint}: no nnU-Net training log (expected the keys {sorted(CURVE_KEYS.values())})")
+    epochs = len(log["mean_fg_dice"])
+    lines = ["epoch," + ",".join(CURVE_KEYS)]
+    lines += [f"{epoch}," + ",".join(f"{float(log[key][epoch]):.6g}" for key in CURVE_KEYS.values())
+              for epoch in range(epochs)]
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_csv) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return out_csv
 
 
 def predict(

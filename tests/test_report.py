@@ -22,6 +22,7 @@ from midiffusion.report import (
     segmentation_dice_tables,
     summarise,
     tag_anatomy,
+    training_table,
     verdict_table,
     write_tables,
 )
@@ -316,3 +317,21 @@ def test_held_out_anatomy_gets_its_own_rows(tmp_path):
     _assert_png(plot_dice(frame, tmp_path / "dice.png"))
     with pytest.raises(InputError, match=r"no anatomy given for subjects \['s2'\]"):
         tag_anatomy(_long_frame(), {"s1": "colin27"})
+
+
+def _curve(ema):
+    return pd.DataFrame({"epoch": range(len(ema)), "ema_pseudo_dice": ema})
+
+
+def test_rivals_whose_nnunet_still_rises_are_marked():
+    rising, flat = _curve(np.linspace(0.2, 0.6, 20)), _curve(np.r_[np.linspace(0.2, 0.6, 15), [0.6] * 5])
+    training = training_table({"target": flat, "strong_aug": rising})
+    assert training["levelled off"].tolist() == ["yes", "no"]
+    assert training["rise over the last quarter"].tolist() == ["+0.000", f"{0.4 * 5 / 19:+.3f}"]
+    frame = _long_frame()
+    frame.loc[frame["method"] == "zzz", "method"] = "strong_aug"  # the best rival, on the rising nnU-Net
+    headline = headline_table(frame, curves={"target": flat, "strong_aug": rising})
+    assert (headline["best other road"] == "strong_aug (nnU-Net not levelled off)").all()
+    verdict = verdict_table(frame, {"target": flat, "strong_aug": rising}).set_index("Method")
+    assert verdict.loc["strong_aug", "nnU-Net levelled off"].tolist() == ["no", "no"]
+    assert verdict.loc["none", "nnU-Net levelled off"].tolist() == ["yes", "yes"]

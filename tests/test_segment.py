@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from midiffusion.io import InputError, save_volume
-from midiffusion.segment import Case, NnunetDirs, export_training_set, plan_and_preprocess, predict, train
+from midiffusion.segment import (
+    Case, NnunetDirs, export_training_set, plan_and_preprocess, predict, train, training_curve,
+)
 
 SHAPE = (24, 24, 16)
 # a non-trivial grid (anisotropic voxels, shifted origin) so that affine round trips are tested
@@ -135,3 +137,16 @@ def test_plan_train_predict_with_the_ci_trainer(tmp_path):
         seg = nib.load(path)
         assert seg.shape == SHAPE and np.allclose(seg.affine, AFFINE, atol=1e-4)
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_training_curve_reads_the_checkpoints_log(tmp_path):
+    log = {"train_losses": [-0.1, -0.3], "val_losses": [-0.2, -0.35], "mean_fg_dice": [np.float64(0.4), 0.6],
+           "ema_fg_dice": [0.4, 0.42], "epoch_start_timestamps": [0.0, 1.0]}
+    torch.save({"network_weights": {}, "logging": log}, tmp_path / "checkpoint_final.pth")
+    curve = training_curve(tmp_path / "checkpoint_final.pth", tmp_path / "curve.csv").read_text().splitlines()
+    assert curve == ["epoch,train_loss,val_loss,pseudo_dice,ema_pseudo_dice", "0,-0.1,-0.2,0.4,0.4",
+                     "1,-0.3,-0.35,0.6,0.42"]
+    torch.save({"network_weights": {}}, tmp_path / "bare.pth")
+    with pytest.raises(InputError, match="bare.pth: no nnU-Net training log"):
+        training_curve(tmp_path / "bare.pth", tmp_path / "bare.csv")
+    assert not (tmp_path / "bare.csv").exists()

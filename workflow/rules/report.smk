@@ -100,16 +100,20 @@ rule supervised_bound:
 
 rule tables:
     input:
-        expand("results/metrics/{method}.csv", method=METHODS_RUN),
+        metrics=expand("results/metrics/{method}.csv", method=METHODS_RUN),
+        curves=expand("results/nnunet_curves/{segmenter}.csv", segmenter=SEGMENTERS_RUN),
     output:
         long="results/tables/metrics_long.csv",
         summary="results/tables/summary.csv",
         markdown=report("results/tables/summary.md", caption="../report/summary.rst", category="Results"),
         verdict=report("results/tables/verdict.md", caption="../report/verdict.rst", category="Results"),
         headline=report("results/tables/headline.md", caption="../report/headline.rst", category="Results"),
+        training=report("results/tables/nnunet_training.md", caption="../report/nnunet_training.rst",
+                        category="Results"),
     params:
         out_dir=lambda wildcards, output: Path(output.long).parent,
         anatomy=("--anatomy " + " ".join(f"{s}={a}" for s, a in ANATOMIES.items())) if ANATOMIES else "",
+        curves=lambda wildcards, input: " ".join(f"{Path(p).stem}={p}" for p in input.curves),
     threads: 1
     resources:
         mem_mb=1000,
@@ -121,7 +125,8 @@ rule tables:
     conda:
         "../../envs/report.yaml"
     shell:
-        "midiffusion tables --metrics {input} --out-dir {params.out_dir} {params.anatomy} > {log} 2>&1"
+        "midiffusion tables --metrics {input.metrics} --curves {params.curves} --out-dir {params.out_dir} "
+        "{params.anatomy} > {log} 2>&1"
 
 
 rule figure_dice:

@@ -73,6 +73,28 @@ rule nnunet_train:
         "midiffusion nnunet-train {params.nnunet} > {log} 2>&1"
 
 
+# Each nnU-Net's per-epoch losses and validation pseudo Dice: whether its budget let it level off.
+rule nnunet_curve:
+    input:
+        lambda w: nnunet_model(NNUNET_DATASET, TRAINERS[w.segmenter]),
+    output:
+        "results/nnunet_curves/{segmenter}.csv",
+    wildcard_constraints:
+        segmenter="|".join(SEGMENTERS_RUN),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    log:
+        "logs/nnunet_curve/{segmenter}.log",
+    benchmark:
+        "benchmarks/nnunet_curve/{segmenter}.tsv"
+    conda:
+        "../../envs/segmentation.yaml"
+    shell:
+        "midiffusion nnunet-curve --checkpoint {input} --out {output} > {log} 2>&1"
+
+
 # Per segmenter, one nnU-Net process segments the images of every method it reads: the model is
 # loaded once. (One rule per segmenter: the list of outputs differs from one to the next.)
 for segmenter in SEGMENTERS_RUN:
