@@ -1,0 +1,302 @@
+"""Preprocessing with ANTsPy: N4 bias correction, brain extraction, registration into the target space,
+intensity normalisation, and the registration error on the phantom where the true misalignment is known."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import ants
+import nibabel as nib
+import numpy as np
+
+from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
+from .metrics import dice_per_class
+from .head import PROTOCOLS, tissues_by_brightness
+from .template import reference_head
+
+
+Registration = Literal["Rigid", "Affine"]
+BrainExtraction = Literal["template", "labels"]
+
+
+@dataclass
+class SubjectImages:
+    """One subject's raw inputs: target contrast, source contrasts, optional labels and known misalignment."""
+
+    subject: str
+    target: str
+    images: dict[str, Path]  # contrast -> NIfTI path, the target included
+    labels: Path | None = None
+    misalignment: Path | None = None  # phantom only: JSON with target_to_source matrices
+
+
+def _to_ants(data: np.ndarray, affine: np.ndarray) -> ants.ANTsImage:
+    return ants.from_nibabel_nifti(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine))
+
+
+def n4(image: ants.ANTsImage) -> ants.ANTsImage:
+    """N4 bias field correction (on a positive copy: N4 needs strictly positive intensities)."""
+    shifted = image - image.min() + 1e-3
+    return ants.n4_bias_field_correction(shifted, shrink_factor=4)
+
+
+@dataclass
+class ExtractedBrain:
+    """Brain extraction's results on the target grid (X, Y, Z): the brain mask (bool), the reference
+    head registered to the target (float32, the reference's own intensity units, 0 where the warped
+    reference does not reach), which the atlas_map baseline fits its intensity map on, and the
+    reference's CSF, GM and WM partial volumes warped the same way (3, X, Y, Z) float32: the tissue
+    priors of tissue_labels."""
+
+    mask: np.ndarray
+    template: np.ndarray
+    tissue_priors: np.ndarray
+
+
+# ants.registration's settings for brain extraction. CC suits the same-contrast reference; the
+# full-resolution level aligns the cortex the tissue priors need. CC radius 1 takes half the time of
+# radius 2 with the same tissue labels; fewer levels or iterations cost label Dice (docs/compute.md,
+# scripts/benchmark_brain_extraction.py).
+BRAIN_EXTRACTION_SYN = {
+    "type_of_transform": "SyN", "syn_metric": "CC", "syn_sampling": 1, "reg_iterations": (40, 20, 10),
+}
+
+
+def extract_brain(
+    target: ants.ANTsImage, contrast: str, voxel_mm: float, registration: dict | None = None,
+    template_contrast: str | None = None,
+) -> ExtractedBrain:
+    """Brain mask of the target image: a head-and-brain reference image of the same contrast, made from
+    the ICBM152 template (template.reference_head; for a contrast the head model does not render, the T1w
+    one with SyN's Mattes mutual information instead of CC), is registered to it (affine then SyN; `registration`
+    replaces BRAIN_EXTRACTION_SYN's ants.registration settings) and the reference's brain is warped back.
+    The warped reference image (or, with `template_contrast`, the same head's image of that contrast) and
+    tissue maps come with it, from the same registration."""
+    settings = registration or BRAIN_EXTRACTION_SYN
+    if contrast not in PROTOCOLS:  # no same-contrast reference: the T1w one, by a contrast-agnostic metric
+        contrast, settings = "T1w", {**settings, "syn_metric": "mattes"}
+    reference_voxel_mm = max(1.0, float(round(voxel_mm)))
+    reference = reference_head(reference_voxel_mm, contrast)
+    moving = _to_ants(reference.image, reference.affine)
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = ants.registration(target, moving, outprefix=f"{tmp}/tpl_", **settings)
+
+        def warp(data: np.ndarray) -> np.ndarray:
+            moved = ants.apply_transforms(target, _to_ants(data, reference.affine), reg["fwdtransforms"])
+            return moved.numpy().astype(np.float32)
+
+        brain = warp(reference.brain)
+        priors = np.stack([warp(tissue) for tissue in reference.tissues])
+        if template_contrast in (None, contrast):
+            template = reg["warpedmovout"].numpy().astype(np.float32)
+        else:  # the same head in another contrast, moved by the same registration
+            template = warp(reference_head(reference_voxel_mm, template_contrast).image)
+    return ExtractedBrain(brain > 0.5, template, priors)
+
+
+def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Robust intensity normalisation inside the brain: clip to percentiles, scale to [-1, 1];
+    background (outside the mask) is -1."""
+    low, high = np.percentile(data[mask], percentiles)
+    scaled = 2.0 * (np.clip(data, low, high) - low) / max(high - low, 1e-8) - 1.0
+    return np.where(mask, scaled, -1.0).astype(np.float32)
+
+
+# Measured in scripts/real_head_labels.py (docs/method.md, "Tissue labels").
+PRIOR_SD = 0.5
+CLIP_PERCENTILES = (1.0, 99.0)
+
+
+def atropos_labels(image: ants.ANTsImage, mask: np.ndarray, contrast: str) -> np.ndarray:
+    """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask) by ANTs Atropos (k-means
+    initialisation, MRF smoothing) of the N4-corrected target image inside the brain mask: the
+    labels of a subject without tissue priors (brain_extraction "labels")."""
+    mask_image = image.new_image_like(mask.astype(np.float32))
+    with _private_tempdir():
+        result = ants.atropos(a=image, x=mask_image, i="Kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
+    classes = result["segmentation"].numpy().astype(np.uint8)
+    labels = np.zeros_like(classes)
+    # Atropos orders its classes by mean intensity; which tissue is darkest depends on the contrast.
+    for atropos_class, tissue in enumerate(tissues_by_brightness(contrast), start=1):
+        labels[classes == atropos_class] = tissue
+    return labels
+
+
+def winsorise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Clip to the brain's intensity percentiles, so that a few bright (fat, vessel) or dark (bone)
+    voxels left in the mask weigh no more than the brightest or darkest tissue."""
+    low, high = np.percentile(data[mask], percentiles)
+    return np.clip(data, low, high)
+
+
+def _normalised_priors(priors: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class fractions (3, X, Y, Z) summing to 1 inside the mask, a little of each class everywhere:
+    the warped priors fall short of 1 where the mask reaches beyond the template's brain."""
+    floored = np.clip(priors, 0.0, 1.0) + 0.01
+    return np.where(mask, floored / floored.sum(axis=0), 0.0).astype(np.float32)
+
+
+def tissue_fractions(image: np.ndarray, mask: np.ndarray, priors: np.ndarray, prior_sd: float = PRIOR_SD) -> np.ndarray:
+    """CSF, GM and WM fractions (3, X, Y, Z) float32 of the N4-corrected target image (X, Y, Z), 0 outside
+    the mask: the tissue fractions p of the registered template (priors, 3 x X x Y x Z: CSF, GM, WM,
+    e.g. ExtractedBrain.tissue_priors) corrected by each voxel's intensity.
+
+    Linear partial-volume model: intensity y = f . mu + noise (sd sigma), tissue fractions f ~ p with sd
+    `prior_sd` (tau). The class means mu are fitted to all brain voxels at once (least squares of
+    y on p), so no class can be taken over by a few bright or dark voxels, and y is winsorised first.
+    The MAP fractions move p along d = mu - mean(mu), the one direction the intensity measures:
+    f = p + d (y - p . mu) / (|d|^2 + sigma^2 / tau^2), sigma the residual sd. f is not held
+    non-negative here (docs/method.md, "Tissue labels", measures both). The fitted means order the
+    tissues, so any contrast works.
+    """
+    inside = mask.astype(bool)
+    intensity = winsorise(image, inside, CLIP_PERCENTILES)[inside]
+    prior = _normalised_priors(priors, inside)[:, inside]
+    means, *_ = np.linalg.lstsq(prior.T, intensity, rcond=None)
+    residual = intensity - means @ prior
+    direction = means - means.mean()
+    gain = 1.0 / (direction @ direction + (residual.std() / prior_sd) ** 2)
+    fractions = np.zeros((3, *mask.shape), np.float32)
+    fractions[:, inside] = prior + direction[:, None] * (gain * residual)
+    return fractions
+
+
+def tissue_labels(image: np.ndarray, mask: np.ndarray, priors: np.ndarray, prior_sd: float = PRIOR_SD) -> np.ndarray:
+    """3-class tissue labels (1 CSF, 2 GM, 3 WM; 0 outside the mask): the largest of tissue_fractions."""
+    inside = mask.astype(bool)
+    labels = np.zeros(mask.shape, np.uint8)
+    labels[inside] = tissue_fractions(image, inside, priors, prior_sd)[:, inside].argmax(axis=0) + 1
+    return labels
+
+
+@contextlib.contextmanager
+def _private_tempdir() -> Iterator[None]:
+    """Python's temp folder points to a private one for the block and is removed after it:
+    ants.atropos writes its probability images there (tempfile.mktemp) and never deletes them."""
+    with tempfile.TemporaryDirectory(prefix="midiffusion-ants-") as folder:
+        previous, tempfile.tempdir = tempfile.tempdir, folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
+def _lps_to_ras(points: np.ndarray) -> np.ndarray:
+    return points * np.array([-1.0, -1.0, 1.0])
+
+
+def registration_error_mm(
+    transform_path: Path, target_to_source: np.ndarray, mask: np.ndarray, affine: np.ndarray
+) -> dict[str, float]:
+    """Mean displacement error (mm) inside the brain before and after registration.
+
+    `target_to_source` (4x4, RAS mm) maps a target point to where the same anatomy lies in the source image.
+    ANTs' forward transform (fixed = target, moving = source) maps target points to source points in LPS.
+    """
+    voxels = np.argwhere(mask)
+    ras = voxels @ affine[:3, :3].T + affine[:3, 3]
+    truth = ras @ target_to_source[:3, :3].T + target_to_source[:3, 3]
+    transform = ants.read_transform(str(transform_path))
+    lps = _lps_to_ras(ras)
+    estimated = _lps_to_ras(np.array([transform.apply_to_point(p) for p in lps[:: max(1, len(lps) // 20000)]]))
+    sampled = truth[:: max(1, len(lps) // 20000)]
+    return {
+        "error_before_mm": float(np.linalg.norm(ras - truth, axis=1).mean()),
+        "error_after_mm": float(np.linalg.norm(estimated - sampled, axis=1).mean()),
+    }
+
+
+def preprocess_subject(
+    inputs: SubjectImages,
+    out_dir: Path,
+    *,
+    registration: Registration = "Rigid",
+    brain_extraction: BrainExtraction = "template",
+    use_n4: bool = True,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> dict[str, float]:
+    """Preprocess one subject into `out_dir` (all on the target grid):
+
+    <contrast>.nii.gz (N4-corrected, registered), <contrast>_norm.nii.gz (normalised, skull-stripped, [-1, 1]),
+    brainmask.nii.gz, labels.nii.gz (the given labels, else tissue_labels), <source>_to_<target>.mat,
+    qc.json, and with brain_extraction "template" only, template.nii.gz: the target-contrast reference
+    head that brain extraction registered to the target image (not normalised; the atlas_map baseline's
+    input). With "labels" nothing is registered to the template, so atlas_map needs "template".
+
+    Returns the QC values also written to qc.json: registration errors where the true misalignment is
+    known ("<source>_error_{before,after}_mm") and, where true labels are given, the Dice of the labels
+    real data would get against them ("atropos_dice_<class>").
+    """
+    if inputs.target not in inputs.images:
+        raise InputError(f"subject {inputs.subject}: target contrast {inputs.target} missing")
+    # The target fixes the grid of every output: reoriented to RAS so that axis 2 is axial.
+    volumes = {c: load_volume(path, canonical=c == inputs.target) for c, path in inputs.images.items()}
+    target_volume = volumes[inputs.target]
+    labels = load_volume(inputs.labels, canonical=True) if inputs.labels else None
+    if labels is not None:
+        check_same_grid([target_volume, labels])
+    if brain_extraction == "labels":
+        if labels is None:
+            raise InputError(f"subject {inputs.subject}: brain_extraction 'labels' needs label files")
+        mask = check_mask(labels.data, inputs.labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corrected = {c: _to_ants(v.data, v.affine) for c, v in volumes.items()}
+    if use_n4:
+        corrected = {c: n4(image) for c, image in corrected.items()}
+    fixed = corrected[inputs.target]
+    template = priors = None
+    if brain_extraction == "template":
+        extracted = extract_brain(fixed, inputs.target, float(target_volume.voxel_mm.mean()))
+        mask, template = check_mask(extracted.mask, out_dir / "brainmask.nii.gz"), extracted.template
+        priors = extracted.tissue_priors
+    truth = read_json(inputs.misalignment) if inputs.misalignment else {}
+    if priors is not None:
+        estimated = tissue_labels(fixed.numpy(), mask, priors)
+    elif inputs.target in PROTOCOLS:  # given labels: Atropos only checks them, where it knows the tissue order
+        estimated = atropos_labels(fixed, mask, inputs.target)
+    else:
+        estimated = None
+    qc: dict[str, float] = {}
+    if labels is None:
+        label_data = estimated
+    else:
+        label_data = labels.data
+        # Sanity check of the labels real data would get against the known truth (the key keeps its name:
+        # report.qc_tables reads it into atropos.csv).
+        if estimated is not None:
+            qc.update({f"atropos_dice_{k}": v for k, v in dice_per_class(estimated, label_data).items()})
+    registered = {inputs.target: fixed}
+    for contrast, moving in corrected.items():
+        if contrast == inputs.target:
+            continue
+        transform = out_dir / f"{contrast}_to_{inputs.target}.mat"
+        registered[contrast] = _register(fixed, moving, registration, transform)
+        if contrast in truth:
+            matrix = np.asarray(truth[contrast]["target_to_source"], dtype=float)
+            for key, value in registration_error_mm(transform, matrix, mask, target_volume.affine).items():
+                qc[f"{contrast}_{key}"] = value
+    affine = target_volume.affine
+    save_volume(out_dir / "brainmask.nii.gz", mask, affine, dtype=np.uint8)
+    save_volume(out_dir / "labels.nii.gz", label_data, affine, dtype=np.uint8)
+    if template is not None:
+        save_volume(out_dir / "template.nii.gz", template, affine)
+    for contrast, image in registered.items():
+        data = image.numpy()
+        save_volume(out_dir / f"{contrast}.nii.gz", data, affine)
+        save_volume(out_dir / f"{contrast}_norm.nii.gz", normalise(data, mask, percentiles), affine)
+    write_json(out_dir / "qc.json", {"subject": inputs.subject, **qc})
+    return qc
+
+
+def _register(fixed: ants.ANTsImage, moving: ants.ANTsImage, kind: Registration, transform_path: Path) -> ants.ANTsImage:
+    """Register `moving` to `fixed`; save the affine transform; return `moving` resampled on the fixed grid."""
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = ants.registration(fixed, moving, type_of_transform=kind, outprefix=f"{tmp}/reg_")
+        with atomic_path(transform_path) as tmp_path:
+            shutil.copyfile(reg["fwdtransforms"][0], tmp_path)
+    return reg["warpedmovout"]

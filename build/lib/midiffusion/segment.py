@@ -1,0 +1,374 @@
+"""nnU-Net v2 segmentation: export a training set, plan and preprocess, train, predict.
+
+The only module that touches nnU-Net. Every step runs nnU-Net's own command (`nnUNetv2_*`) in a
+subprocess whose environment carries the `nnUNet_*` paths for that call only: nnU-Net reads some
+settings once at import (`nnUNet_def_n_proc`), calls `torch.set_num_threads` and starts worker
+pools, so a fresh process per step is the only way to keep it from leaking state into the caller,
+and it is exactly what a user would run by hand. The project's short trainers live in
+`midiffusion/nnunet_trainers/` and are found by nnU-Net's `-tr NAME` lookup through
+`nnUNet_extTrainer` (supported by nnunetv2 >= 2.6: it searches that folder when NAME is not one of
+nnU-Net's own trainers, in training and in inference alike).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
+from midiffusion.layout import TISSUE_LABELS, nnunet_model_dir
+
+TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
+LABELS = {"background": 0, **TISSUE_LABELS}
+FILE_ENDING = ".nii.gz"
+CHECKPOINT = "checkpoint_final.pth"
+OUTPUT_TAIL_LINES = 40
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Fold = int | Literal["all"]
+
+
+@dataclass(frozen=True)
+class NnunetDirs:
+    """nnU-Net's three folders, kept together under one root inside the results tree."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # accept str from the CLI
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "nnUNet_raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "nnUNet_preprocessed"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "nnUNet_results"
+
+    def env(self, num_processes: int = 2) -> dict[str, str]:
+        """The environment variables nnU-Net needs for one call (to be merged into os.environ's copy)."""
+        if num_processes < 0:
+            raise InputError(f"num_processes: must be >= 0, got {num_processes}")
+        return {
+            "nnUNet_raw": str(self.raw.resolve()),
+            "nnUNet_preprocessed": str(self.preprocessed.resolve()),
+            "nnUNet_results": str(self.results.resolve()),
+            "nnUNet_extTrainer": str(TRAINERS_DIR),
+            # worker pools for preprocessing/export and for data augmentation; nnU-Net's defaults
+            # (8 and 12) would swamp a small machine. 0 augmentation workers = in-process loading.
+            "nnUNet_def_n_proc": str(max(num_processes, 1)),
+            "nnUNet_n_proc_DA": str(num_processes),
+        }
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case: a normalised image and its label map (0..3) on the same grid."""
+
+    case_id: str
+    image: Path
+    label: Path
+
+
+def dataset_name(dataset_id: int, name: str) -> str:
+    """nnU-Net's folder name for a dataset, e.g. Dataset001_T1w."""
+    if not 1 <= dataset_id <= 999:
+        raise InputError(f"dataset_id: must be in 1..999 (nnU-Net uses three digits), got {dataset_id}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", name):
+        raise InputError(f"dataset name: letters, digits and '-' only, got {name!r}")
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def export_training_set(
+    cases: list[Case], dirs: NnunetDirs, dataset_id: int, name: str, channel_name: str = "MRI"
+) -> Path:
+    """Write the cases as nnU-Net raw dataset nnUNet_raw/Dataset<id>_<name>; return that folder.
+
+    imagesTr/<case>_0000.nii.gz (float32), labelsTr/<case>.nii.gz (uint8 0..3) and dataset.json.
+    `channel_name` picks nnU-Net's normalisation: anything but "CT"/"noNorm"/... is z-scored.
+    The folder is built aside and swapped in whole, so a rerun never mixes old and new cases.
+    """
+    _check_case_ids([case.case_id for case in cases], "cases")
+    target = dirs.raw / dataset_name(dataset_id, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        staging = Path(tmp) / target.name
+        for case in cases:
+            _export_case(case, staging)
+        write_json(
+            staging / "dataset.json",
+            {
+                "name": name,
+                "channel_names": {"0": channel_name},
+                "labels": LABELS,
+                "numTraining": len(cases),
+                "file_ending": FILE_ENDING,
+            },
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def plan_and_preprocess(
+    dirs: NnunetDirs, dataset_id: int, configuration: str = "2d", num_processes: int = 2
+) -> Path:
+    """nnU-Net's fingerprint, experiment planning and preprocessing, after its dataset integrity check.
+
+    Returns the dataset's preprocessed folder (holding nnUNetPlans.json).
+    """
+    n = str(max(num_processes, 1))
+    _run_nnunet(
+        "nnUNetv2_plan_and_preprocess",
+        ["-d", str(dataset_id), "-c", configuration, "-np", n, "-npfp", n, "--verify_dataset_integrity", "--no_pbar"],
+        dirs,
+        num_processes,
+    )
+    return dirs.preprocessed / _find_dataset(dirs, dataset_id)
+
+
+def train(
+    dirs: NnunetDirs,
+    dataset_id: int,
+    configuration: str = "2d",
+    trainer: str = "nnUNetTrainer",
+    fold: Fold = "all",
+    device: Device = "auto",
+    num_processes: int = 2,
+) -> Path:
+    """Train with nnUNetv2_train; return the path of the final checkpoint.
+
+    `num_processes` data-augmentation workers (0 = augment in the training process).
+    `trainer` is any name nnU-Net's `-tr` lookup finds: its own (nnUNetTrainer, the paper's 1000
+    epochs; nnUNetTrainer_5epochs, ...) or this project's (nnUNetTrainer_midiffusion_ci,
+    nnUNetTrainer_midiffusion_quick).
+    """
+    _run_nnunet(
+        "nnUNetv2_train",
+        [str(dataset_id), configuration, str(fold), "-tr", trainer, "-device", resolve_device(device)],
+        dirs,
+        num_processes,
+    )
+    checkpoint = model_folder(dirs, dataset_id, configuration, trainer) / f"fold_{fold}" / CHECKPOINT
+    if not checkpoint.exists():
+        raise RuntimeError(f"nnUNetv2_train finished but wrote no {checkpoint}")
+    return checkpoint
+
+
+# nnU-Net's per-epoch log in a checkpoint (its "logging" entry): our column -> its key. With fold "all" the
+# validation cases are the training cases, seen without augmentation: the pseudo Dice is the fit to them.
+CURVE_KEYS = {"train_loss": "train_losses", "val_loss": "val_losses", "pseudo_dice": "mean_fg_dice",
+              "ema_pseudo_dice": "ema_fg_dice"}
+
+
+def training_curve(checkpoint: Path, out_csv: Path) -> Path:
+    """The per-epoch training log an nnU-Net checkpoint keeps -> CSV (epoch and CURVE_KEYS' columns)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # the run's own file: numpy scalars
+    log = state.get("logging") if isinstance(state, dict) else None
+    if not log or any(key not in log for key in CURVE_KEYS.values()):
+        raise InputError(f"{checkpoint}: no nnU-Net training log (expected the keys {sorted(CURVE_KEYS.values())})")
+    epochs = len(log["mean_fg_dice"])
+    lines = ["epoch," + ",".join(CURVE_KEYS)]
+    lines += [f"{epoch}," + ",".join(f"{float(log[key][epoch]):.6g}" for key in CURVE_KEYS.values())
+              for epoch in range(epochs)]
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_csv) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return out_csv
+
+
+def predict(
+    dirs: NnunetDirs,
+    dataset_id: int,
+    inputs: dict[str, Path],
+    out_dir: Path,
+    configuration: str = "2d",
+    trainer: str = "nnUNetTrainer",
+    fold: Fold = "all",
+    device: Device = "auto",
+    num_processes: int = 2,
+    mirroring: bool = True,
+) -> dict[str, Path]:
+    """Segment volumes (case id -> image path, any file naming) into out_dir/<case>.nii.gz.
+
+    Uses the trained model's checkpoint_final.pth. The images are linked into a temporary input
+    folder under nnU-Net's naming (<case>_0000.nii.gz); the predictions are checked to have their
+    input's shape and affine and only then moved into out_dir, so no half-finished set is left.
+    `num_processes=0` runs nnU-Net's sequential mode (no worker processes); `mirroring=False`
+    turns off test-time mirroring (4x fewer forward passes in 2d: worth it on a CPU).
+    Returns case id -> segmentation path (uint8 labels 0..3).
+    """
+    _check_case_ids(list(inputs), "inputs")
+    checkpoint = model_folder(dirs, dataset_id, configuration, trainer) / f"fold_{fold}" / CHECKPOINT
+    if not checkpoint.exists():
+        raise InputError(f"{checkpoint}: no trained nnU-Net model (run train first)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".nnunet_predict.") as tmp:
+        in_folder, pred_folder = Path(tmp) / "in", Path(tmp) / "out"
+        in_folder.mkdir()
+        grids = {
+            case_id: _stage_input(Path(path), in_folder / f"{case_id}_0000{FILE_ENDING}")
+            for case_id, path in inputs.items()
+        }
+        # -npp 0 -nps 0 is nnU-Net's sequential mode: no worker processes at all
+        n = str(num_processes)
+        args = ["-i", str(in_folder), "-o", str(pred_folder), "-d", str(dataset_id), "-c", configuration]
+        args += ["-tr", trainer, "-f", str(fold), "-chk", CHECKPOINT, "-npp", n, "-nps", n]
+        args += ["-device", resolve_device(device), "--disable_progress_bar"]
+        _run_nnunet("nnUNetv2_predict", args + ([] if mirroring else ["--disable_tta"]), dirs, num_processes)
+        outputs = {case_id: out_dir / f"{case_id}{FILE_ENDING}" for case_id in inputs}
+        for case_id, grid in grids.items():
+            prediction = pred_folder / f"{case_id}{FILE_ENDING}"
+            _check_prediction(prediction, grid)
+            os.replace(prediction, outputs[case_id])
+    return outputs
+
+
+def segment_volumes(dirs: NnunetDirs, dataset_id: int, pairs: list[tuple[Path, Path]], **predict_kwargs) -> list[Path]:
+    """Segment each (image, output path) pair in one nnU-Net run: the model is loaded once.
+
+    Outputs may lie in different folders (e.g. one per method); predict_kwargs go to predict().
+    """
+    outputs = [Path(output) for _, output in pairs]
+    staging = Path(os.path.commonpath([output.parent.resolve() for output in outputs]))
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging, prefix=".segment.") as tmp:
+        inputs = {f"case{i:04d}": Path(image) for i, (image, _) in enumerate(pairs)}
+        predictions = predict(dirs, dataset_id, inputs, Path(tmp), **predict_kwargs)
+        for prediction, output in zip(predictions.values(), outputs):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(prediction, output)
+    return outputs
+
+
+def model_folder(dirs: NnunetDirs, dataset_id: int, configuration: str, trainer: str) -> Path:
+    """nnU-Net's results folder of one trained model (layout.nnunet_model_dir)."""
+    return nnunet_model_dir(dirs.results, _find_dataset(dirs, dataset_id), trainer, configuration)
+
+
+def resolve_device(device: Device) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; other names are checked and passed through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device: expected auto, cpu, cuda or mps, got {device!r}")
+    return device
+
+
+def _export_case(case: Case, folder: Path) -> None:
+    image = load_volume(case.image)
+    label = load_volume(case.label)
+    check_same_grid([image, label])
+    bad = np.setdiff1d(np.unique(label.data), list(LABELS.values()))
+    if bad.size:
+        raise InputError(
+            f"{case.label}: label values must be {sorted(LABELS.values())} "
+            f"({', '.join(LABELS)}), found {', '.join(f'{v:g}' for v in bad[:10])}"
+        )
+    save_volume(folder / "imagesTr" / f"{case.case_id}_0000{FILE_ENDING}", image.data, image.affine)
+    save_volume(folder / "labelsTr" / f"{case.case_id}{FILE_ENDING}", label.data, label.affine, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Where an input image lies (its voxel data is not kept: a prediction set can be large)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+
+
+def _stage_input(source: Path, path: Path) -> _Grid:
+    """Check the image; link it under nnU-Net's name when it is already .nii.gz, else write a copy."""
+    volume = load_volume(source)  # InputError naming the file if it is missing, not 3-D or not finite
+    if source.name.endswith(FILE_ENDING):
+        path.symlink_to(source.resolve())
+    else:
+        save_volume(path, volume.data, volume.affine)
+    return _Grid(source, volume.data.shape, volume.affine)
+
+
+def _check_prediction(prediction: Path, source: _Grid) -> None:
+    if not prediction.exists():
+        raise RuntimeError(f"nnUNetv2_predict wrote no {prediction.name} for {source.path}")
+    result = load_volume(prediction)
+    if result.data.shape != source.shape or not np.allclose(result.affine, source.affine, atol=1e-3):
+        raise RuntimeError(
+            f"{source.path}: nnU-Net's segmentation {prediction.name} does not lie on the input grid "
+            f"(shape {result.data.shape} vs {source.shape}, or a different affine)"
+        )
+
+
+def _check_case_ids(case_ids: list[str], what: str) -> None:
+    if not case_ids:
+        raise InputError(f"{what}: no cases given")
+    for case_id in case_ids:
+        # nnU-Net finds a case's files by name, so ids must be plain file-name stems
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", case_id):
+            raise InputError(f"{what}: case id {case_id!r} must be letters, digits, '_', '.', '-'")
+    duplicates = sorted(c for c, n in collections.Counter(case_ids).items() if n > 1)
+    if duplicates:
+        raise InputError(f"{what}: duplicate case ids {duplicates}")
+
+
+def _find_dataset(dirs: NnunetDirs, dataset_id: int) -> str:
+    """The Dataset<id>_<name> folder name, looked up like nnU-Net does: raw, preprocessed, results."""
+    prefix = f"Dataset{dataset_id:03d}_"
+    names = {
+        folder.name
+        for base in (dirs.raw, dirs.preprocessed, dirs.results)
+        if base.is_dir()
+        for folder in base.iterdir()
+        if folder.is_dir() and folder.name.startswith(prefix)
+    }
+    if len(names) != 1:
+        found = f"several ({sorted(names)})" if names else "none"
+        raise InputError(f"{dirs.root}: expected one nnU-Net dataset {prefix}*, found {found}")
+    return names.pop()
+
+
+def _nnunet_command(name: str) -> str:
+    """nnU-Net's console script from this interpreter's environment (PATH may not include it)."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name}: nnU-Net command not found next to {sys.executable} or on PATH")
+    return found
+
+
+def _run_nnunet(command: str, args: list[str], dirs: NnunetDirs, num_processes: int) -> None:
+    """Run one nnU-Net command, echoing its output; RuntimeError with the output's tail on failure."""
+    env = {**os.environ, **dirs.env(num_processes), "PYTHONUNBUFFERED": "1"}
+    tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    with subprocess.Popen(
+        [_nnunet_command(command), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        for line in process.stdout:
+            # echoed so that a rule's log shows nnU-Net's progress while a long training runs
+            sys.stdout.write(line)
+            tail.append(line.rstrip())
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{command} {' '.join(args)} failed (exit code {process.returncode}); last output:\n" + "\n".join(tail)
+        )
