@@ -140,10 +140,11 @@ def test_config_rejects_bad_lever_values(values, key):
         jsonschema.validate(values, schema()["properties"]["sampling"])
 
 
-def test_the_default_starts_from_invert_and_the_paper_config_from_noise():
-    """The default is the best fidelity lever (docs/results.md, "Fidelity levers"); paper.yaml keeps them off."""
+def test_the_default_starts_from_atlas_match_and_the_paper_config_from_noise():
+    """The default start assumes no direction of the source's map (docs/results.md); paper.yaml keeps the
+    levers off."""
     default = SamplingConfig()
-    assert (default.start, default.guidance_scale, default.lmi_gradient_scale) == ("invert", 1.0, 0)
+    assert (default.start, default.guidance_scale, default.lmi_gradient_scale) == ("atlas_match", 1.0, 0)
     assert default.detail_radius == 1  # the detail transfer, docs/results.md "Detail transfer"
     paper = SamplingConfig(**yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["sampling"])
     assert (paper.start, paper.guidance_scale, paper.lmi_gradient_scale, paper.detail_radius) == ("noise", 1.0, 0, 0)

@@ -195,8 +195,10 @@ def test_translate_and_segment_a_raw_scan_with_the_ci_models(ci_run, tmp_path):
     subject = sorted((ci_run / "results/methods/midiffusion").glob("sub-*_T2w.nii.gz"))[0].name.split("_")[0]
     raw = ci_run / "results/cohort" / subject / "anat" / f"{subject}_T2w.nii.gz"
     out, seg = tmp_path / "T1w_like.nii.gz", tmp_path / "seg.nii.gz"
+    # the default start, atlas_match: the head model's T1w image registered by the scan's brain extraction
     assert main(["translate-scan", "--model", str(ci_run / "results/diffusion/model.pt"), "--source", str(raw),
-                 "--out", str(out), "--voxel-mm", str(ci["phantom"]["voxel_mm"]), *SAMPLING]) == 0
+                 "--out", str(out), "--voxel-mm", str(ci["phantom"]["voxel_mm"]), *SAMPLING,
+                 "--start", "atlas_match"]) == 0
     nnunet = ci["nnunet"]
     assert main(["segment-scan", "--image", str(out), "--out", str(seg), "--root", str(ci_run / "results/nnunet"),
                  "--dataset-id", str(nnunet["dataset_id"]), "--trainer", nnunet["trainer"],
