@@ -203,7 +203,7 @@ def with_deformed_copies(images: torch.Tensor, copies: int, pixels: float, seed:
     """The slices followed by `copies` smoothly deformed versions of each: (N, 1, S, S) -> ((1 + copies) N, 1, S, S).
 
     Every phantom subject is one anatomy under a mild warp; the copies widen the anatomy the
-    model's prior knows (measured without gain at the default's budget: docs/results.md, "Training
+    model's prior knows (measured without gain at the default's budget: docs/history.md, "Training
     anatomy and the sampler start"). A deformation moves the points of a 4 x 4 control grid by
     N(0, pixels) in each direction and interpolates the field smoothly (bicubic) over the slice; the
     background (-1) stays background.

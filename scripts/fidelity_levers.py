@@ -129,14 +129,14 @@ VARIANTS = [
                              ("lmi_grad_0.1", {"lmi_gradient_scale": 0.1}))),
     # The native in-plane resolution: models trained on 96 x 96 slices (the brain's ~95 voxels at 2 mm; one more
     # UNet level, so self-attention stays at 12 x 12) and on 64 x 64 (attention at 16 x 16), beside the run's
-    # (docs/results.md, "Native resolution"); without the detail transfer, which has little left to restore
+    # (docs/history.md, "Native resolution"); without the detail transfer, which has little left to restore
     # at 96 (a row each with it), and at later starts: the same noise level destroys less of a finer image.
     *(Variant(f"native{size}_t0.1+detail_r1", DETAIL_DEFAULT, model=f"diffusion_{size}/model.pt") for size in (96, 64)),
     *(Variant(f"native{size}_t{t0:g}", {**DETAIL_DEFAULT, "detail_radius": 0, "start_t0": t0},
               model=f"diffusion_{size}/model.pt")
       for size in (96, 64) for t0 in (0.1, 0.2, 0.3)),
     # The 64 x 64 grid trained 1,500 steps instead of 2,500: its from-scratch run took 65.6 min on 2 cores, and
-    # 1,000 fewer steps save about 6 of them (docs/results.md, "Native resolution").
+    # 1,000 fewer steps save about 6 of them (docs/history.md, "Native resolution").
     Variant("native64_steps1500_t0.1+detail_r1", DETAIL_DEFAULT, model="diffusion_64_steps1500/model.pt"),
     # Training length on the 64 x 64 default: its model continued from 2,500 to 5,000 steps (experiments/README.md).
     *(Variant(f"steps5000_t{t0:g}+detail_r1", {**DETAIL_DEFAULT, "start_t0": t0},

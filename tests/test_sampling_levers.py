@@ -145,7 +145,7 @@ def test_the_default_starts_from_atlas_match_and_the_paper_config_from_noise():
     levers off."""
     default = SamplingConfig()
     assert (default.start, default.guidance_scale, default.lmi_gradient_scale) == ("atlas_match", 1.0, 0)
-    assert default.detail_radius == 1  # the detail transfer, docs/results.md "Detail transfer"
+    assert default.detail_radius == 1  # the detail transfer, docs/history.md "Detail transfer"
     paper = SamplingConfig(**yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["sampling"])
     assert (paper.start, paper.guidance_scale, paper.lmi_gradient_scale, paper.detail_radius) == ("noise", 1.0, 0, 0)
 
