@@ -52,7 +52,7 @@ def build_model(config: DiffusionConfig) -> UNet:
 
 def native_cpu_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16): only there does bfloat16
-    autocast pay (docs/compute.md)."""
+    autocast pay (docs/hardware.md)."""
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 

@@ -60,7 +60,7 @@ class ExtractedBrain:
 
 # ants.registration's settings for brain extraction. CC suits the same-contrast reference; the
 # full-resolution level aligns the cortex the tissue priors need. CC radius 1 takes half the time of
-# radius 2 with the same tissue labels; fewer levels or iterations cost label Dice (docs/compute.md,
+# radius 2 with the same tissue labels; fewer levels or iterations cost label Dice (docs/hardware.md,
 # scripts/benchmark_brain_extraction.py).
 BRAIN_EXTRACTION_SYN = {
     "type_of_transform": "SyN", "syn_metric": "CC", "syn_sampling": 1, "reg_iterations": (40, 20, 10),

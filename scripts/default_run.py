@@ -15,7 +15,7 @@ results/benchmarks/NAME_run.{json,csv} and the run's summary as results/tables/N
 
 The clone uses this checkout's environment (the interpreter's bin folder on PATH) with its own
 package first on PYTHONPATH. Measure on a quiet machine: another job on the same cores slows every
-stage (docs/compute.md).
+stage (docs/hardware.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Copy the default run's Markdown tables from results/tables/ into the documents that show them, each
-between its `<!-- NAME:start -->` and `<!-- NAME:end -->` markers: README.md (summary, verdict, real_contrast) and docs/results.md
-(intensity_bound, intensity_bound_corr, phantom_information, supervised_bound, segmenter_budget). Usage: python scripts/readme_results.py [--check]
-(--check: exit 1 when a document's table differs from its results/tables file, change nothing)."""
+between its `<!-- NAME:start -->` and `<!-- NAME:end -->` markers (DOCUMENTS). Usage:
+python scripts/readme_results.py [--check] (--check: exit 1 when a document's table differs from its
+results/tables file, change nothing)."""
 
 import argparse
 import re
@@ -11,14 +11,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Document (relative to ROOT) -> {marker NAME: the results table copied between its markers}.
 DOCUMENTS = {
-    "README.md": {
+    "README.md": {"headline": "results/tables/headline.md"},
+    "docs/results.md": {
+        "headline": "results/tables/headline.md",
         "summary": "results/tables/summary.md",
         "verdict": "results/tables/verdict.md",
-        "real_contrast": "results/tables/real_contrast.md",
-    },
-    "docs/results.md": {
+        "nnunet_training": "results/tables/nnunet_training.md",
+        "start_levers": "results/tables/start_levers.md",
         "intensity_bound": "results/tables/intensity_bound.md",
         "intensity_bound_corr": "results/tables/intensity_bound_corr.md",
+        "real_contrast": "results/tables/real_contrast.md",
+    },
+    "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
         "supervised_bound": "results/tables/supervised_bound.md",
         "segmenter_budget": "results/tables/segmenter_budget.md",

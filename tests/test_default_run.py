@@ -1,5 +1,5 @@
 """scripts/default_run.py: where a run's records go, and an experiment it cannot run refused up front
-(the timed run itself takes an hour: docs/compute.md)."""
+(the timed run itself takes an hour: docs/hardware.md)."""
 
 import subprocess
 import sys

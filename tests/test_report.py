@@ -179,9 +179,11 @@ def test_readme_summary_replaces_only_the_marked_block():
     assert updated == "intro\n<!-- summary:start -->\n| a |\n|---|\n| 1 |\n<!-- summary:end -->\nrest\n"
 
 
-def test_readme_shows_the_committed_tables():
-    readme = (ROOT / "README.md").read_text()
-    assert load_script("readme_results").readme_with_tables(readme) == readme, "run scripts/readme_results.py"
+@pytest.mark.parametrize("document", ["README.md", "docs/results.md", "docs/history.md"])
+def test_documents_show_the_committed_tables(document):
+    script = load_script("readme_results")
+    text = (ROOT / document).read_text()
+    assert script.document_with_tables(text, document) == text, "run scripts/readme_results.py"
 
 
 def test_intensity_bound_tables_per_contrast(tmp_path):
