@@ -1,4 +1,4 @@
-"""Fidelity levers of issue 16 (item 2) on a finished default run: which sampler setting makes the
+"""Sampler variants (fidelity levers) scored on a finished default run: which sampler setting makes the
 translations follow the source more closely, on the training anatomy and on held-out anatomy.
 
 Each variant of VARIANTS is a set of `sampling` settings (config.SamplingConfig: an SDEdit start from a
@@ -302,7 +302,7 @@ def markdown(table: pd.DataFrame) -> str:
     shown = means.rename(columns={"ssim": "SSIM", "dice": "Dice", "unet_calls": "UNet calls",
                                   "seconds_per_slice": "s/slice", **{f"dice_{c}": f"Dice {c}" for c in CLASSES}})
     text = [
-        "# Fidelity levers (issue 16)\n",
+        "# Sampler variants on a finished run\n",
         "Mean over the n test subjects of each anatomy; one sample per case unless the variant averages "
         "more (default seed). corr and SSIM inside the brain mask against the real T1w; Dice of the run's "
         "T1w nnU-Net (no mirroring) against the true labels, mean of CSF, GM and WM. UNet calls: network "

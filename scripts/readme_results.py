@@ -16,8 +16,6 @@ DOCUMENTS = {
         "headline": "results/tables/headline.md",
         "summary": "results/tables/summary.md",
         "verdict": "results/tables/verdict.md",
-        "nnunet_training": "results/tables/nnunet_training.md",
-        "start_levers": "results/tables/start_levers.md",
         "intensity_bound": "results/tables/intensity_bound.md",
         "intensity_bound_corr": "results/tables/intensity_bound_corr.md",
         "real_contrast": "results/tables/real_contrast.md",
