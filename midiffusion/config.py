@@ -73,7 +73,8 @@ def _convert(section: str, name: str, kind: str, value: Any) -> Any:
             raise TypeError
         return value
     except (TypeError, ValueError):
-        raise InputError(f"{section} config: {name} = {value!r} is not of type {kind}") from None
+        expected = "true, false or auto" if kind == "Switch" else f"of type {kind}"
+        raise InputError(f"{section} config: {name} = {value!r} is not {expected}") from None
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any], section: str) -> T:

@@ -126,3 +126,15 @@ def test_every_experiment_is_a_valid_override_of_the_default(experiment):
     config = filled(**{section: values for section, values in override.items() if isinstance(values, dict)})
     jsonschema.validate(config, schema())
     check_config(config)
+
+
+def test_cpu_bfloat16_is_on_off_or_decided_by_the_cpu():
+    from midiffusion.model import build_model, native_cpu_bfloat16
+
+    tiny = dict(image_size=16, base_channels=8, channel_mults=(1, 2), attention_resolutions=(8,), num_res_blocks=1)
+    assert DiffusionConfig().cpu_bfloat16 == "auto"
+    assert build_model(DiffusionConfig(**tiny)).cpu_bfloat16 == native_cpu_bfloat16()
+    for setting in (True, False):
+        assert build_model(DiffusionConfig.from_dict({**tiny, "cpu_bfloat16": setting})).cpu_bfloat16 is setting
+    with pytest.raises(InputError, match="cpu_bfloat16 = 'yes' is not true, false or auto"):
+        DiffusionConfig.from_dict({"cpu_bfloat16": "yes"})
