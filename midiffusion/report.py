@@ -215,6 +215,8 @@ def headline_table(long_df: pd.DataFrame, method: str = "midiffusion",
         if method not in per_subject:
             continue
         rivals = [m for m in per_subject if is_zero_shot(m) and METHODS.get(m) and METHODS[m].producer != producer]
+        if not rivals:  # e.g. methods [oracle, midiffusion]: nothing to set beside it
+            continue
         best = max(rivals, key=lambda m: per_subject[m].mean())
         diff = paired_difference(per_subject[method], per_subject[best])
         mean_corr = corr[(corr["anatomy"] == anatomy) & (corr["source"] == source)].groupby("method")["value"].mean()
