@@ -109,6 +109,18 @@ class IntensityMap:
         return np.interp(intensities, self.knots, self.values).astype(np.float32)
 
 
+def intensity_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """The bin of each normalised intensity, `bins` equal bins over [-1, 1] (values outside clipped)."""
+    return np.clip(((values + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
+
+
+def binned_means(index: np.ndarray, bins: int, *quantities: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The voxel count of each bin and each quantity's mean in it (0 where empty): the conditional mean
+    given the binned intensity, which atlas_map fits and the intensity bound (metrics) reads."""
+    counts = np.bincount(index, minlength=bins)
+    return counts, [np.bincount(index, weights=q, minlength=bins) / np.maximum(counts, 1) for q in quantities]
+
+
 def fit_intensity_map(source: np.ndarray, template: np.ndarray, bins: int = ATLAS_BINS) -> IntensityMap:
     """The conditional mean of `template` given `source` (same shape, both in [-1, 1]) on `bins`
     equal source bins over [-1, 1]: one knot per non-empty bin, at the bin's mean source intensity
@@ -120,11 +132,8 @@ def fit_intensity_map(source: np.ndarray, template: np.ndarray, bins: int = ATLA
     template = np.asarray(template, dtype=np.float64).ravel()
     if source.shape != template.shape or source.size == 0:
         raise InputError(f"intensity map: source ({source.size}) and template ({template.size}) voxels must pair up")
-    index = np.clip(((source + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
-    counts = np.bincount(index, minlength=bins)
-    filled = counts > 0
-    knots = np.bincount(index, weights=source, minlength=bins)[filled] / counts[filled]
-    values = np.bincount(index, weights=template, minlength=bins)[filled] / counts[filled]
+    counts, (knots, values) = binned_means(intensity_bins(source, bins), bins, source, template)
+    knots, values = knots[counts > 0], values[counts > 0]
     if len(knots) > 1:  # the outer two knots' line, extended to the ends of the range
         low = values[0] + (values[1] - values[0]) / (knots[1] - knots[0]) * (-1.0 - knots[0])
         high = values[-1] + (values[-1] - values[-2]) / (knots[-1] - knots[-2]) * (1.0 - knots[-1])

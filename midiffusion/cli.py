@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .config import default, defaults, schema
 from .io import InputError
+from .layout import NNUNET_ROOT
 from .methods import METHOD_ORDER, PRODUCERS, producers
 
 
@@ -254,7 +255,7 @@ def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, d
     settings = {"dataset_id": None, "configuration": "2d", "trainer": "nnUNetTrainer", "num_processes": 2}
     root = None
     if workflow_defaults:
-        settings, root, required = defaults("nnunet"), Path("results/nnunet"), False
+        settings, root, required = defaults("nnunet"), NNUNET_ROOT, False
     parser.add_argument("--root", type=Path, required=required, default=root,
                         help="folder holding nnUNet_raw/_preprocessed/_results")
     parser.add_argument("--dataset-id", type=int, required=required, default=settings["dataset_id"])

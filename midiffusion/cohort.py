@@ -1,5 +1,5 @@
-"""Which subjects there are, where their images lie, whether every image can be used, and the
-reproducible train/test split.
+"""Which subjects there are, where their images lie, whether every image can be used, the
+reproducible train/test split, and the cohort a run's config resolves to (resolve_cohort).
 
 Layouts: `phantom` (built by the workflow in a BIDS-like tree), `bids`
 (sub-<id>/[ses-<s>/]anat/sub-<id>[_ses-<s>][_acq-<a>][_ce-<c>][_rec-<r>][_run-<n>]_<suffix>.nii[.gz], any
@@ -14,12 +14,15 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
 
+from .anatomy import held_out_subjects, subject_anatomies
+from .config import check_config
 from .io import InputError, load_volume, read_json, write_json
+from .layout import COHORT_DIR, SPLIT_FILE, bids_image
 
 IXI_CONTRASTS = {"T1": "T1w", "T2": "T2w", "PD": "PDw"}
 IXI_PATTERN = re.compile(r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<n>\d+)-(?P<contrast>T1|T2|PD)\.nii(\.gz)?$")
@@ -216,3 +219,57 @@ def split_subjects(subjects: list[str], n_test: int, seed: int, held_out: Sequen
     shuffled = sorted(subjects)
     random.Random(seed).shuffle(shuffled)
     return Split(train=sorted(shuffled[n_test:]), test=sorted(shuffled[:n_test]) + sorted(held_out))
+
+
+@dataclass(frozen=True)
+class RunCohort:
+    """The cohort of one run, resolved from its config: every usable subject's images (subject ->
+    {contrast: path}), the subjects it uses (data.subjects, else all) and their split, the held-out anatomy's subjects (test
+    subjects only) and the anatomy of each test subject where there is a held-out one (else {}),
+    and notes for the log (the picks made, the subjects left out)."""
+
+    images: dict[str, dict[str, Path]]
+    subjects: list[str]
+    split: Split
+    held_out: list[str]
+    held_out_anatomy: str | None
+    anatomies: dict[str, str]
+    notes: list[str]
+
+    def record(self) -> dict[str, Any]:
+        """What the workflow writes to layout.SPLIT_FILE and scripts read back (read_split)."""
+        return {"train": self.split.train, "test": self.split.test, "held_out": self.held_out,
+                "held_out_anatomy": self.held_out_anatomy, "anatomies": self.anatomies}
+
+
+def resolve_cohort(config: Mapping[str, Any]) -> RunCohort:
+    """The run's cohort from a validated config: the phantom's subjects (its held-out anatomy's
+    besides), or the images found under data.root and checked (every bad file listed at once, the
+    verdicts cached in the run's cohort folder); then the config checked against the ids found
+    (config.check_config) and the split of data.subjects (all when empty)."""
+    data = config["data"]
+    contrasts = [data["target"], *data["sources"]]
+    if data["layout"] == "phantom":
+        anatomy = config["phantom"]["held_out_anatomy"]
+        held_out = held_out_subjects(anatomy, config["phantom"]["n_held_out"])  # InputError if not installed
+        found = phantom_subjects(config["phantom"]["n_subjects"]) + held_out
+        images = {s: {c: bids_image(data["root"], s, c) for c in contrasts} for s in found}
+        notes: list[str] = []
+    else:
+        checked = checked_cohort(find_subjects(data["layout"], data["root"], contrasts), contrasts, data["exclude"],
+                                 data["bad_subjects"], cache=COHORT_DIR / "image_checks.json")
+        images, notes, anatomy, held_out = dict(sorted(checked.images.items())), checked.notes, None, []
+    check_config(config, list(images))  # every typed section, before any job: a bad value names its key
+    used = [s for s in images if not data["subjects"] or s in set(data["subjects"])]
+    split = split_subjects([s for s in used if s not in held_out], config["split"]["n_test"], config["split"]["seed"],
+                           held_out=[s for s in used if s in held_out])
+    anatomies = subject_anatomies(anatomy, held_out, split.test) if held_out else {}
+    return RunCohort(images, used, split, held_out, anatomy, anatomies, notes)
+
+
+def read_split(path: str | Path) -> dict[str, Any]:
+    """A run's SPLIT_FILE (RunCohort.record): train, test, held_out, held_out_anatomy, anatomies."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: missing; the workflow writes it (`snakemake {SPLIT_FILE}` in the run's folder)")
+    return read_json(path)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from skimage.metrics import structural_similarity
 
+from midiffusion.baselines import binned_means, intensity_bins
 from midiffusion.io import InputError, check_mask, check_same_grid, load_volume
 from midiffusion.layout import BACKGROUND, TISSUE_CLASSES
 SSIM_WINDOW = 7  # skimage's default uniform window, here a 7 x 7 x 7 cube
@@ -55,11 +56,6 @@ def dice_per_class(
     return scores
 
 
-def _intensity_bins(values: np.ndarray, bins: int) -> np.ndarray:
-    """The bin of each normalised intensity, `bins` equal bins over [-1, 1] (values outside clipped)."""
-    return np.clip(((values + 1.0) / 2.0 * bins).astype(np.int64), 0, bins - 1)
-
-
 def intensity_bound_dice(
     image: np.ndarray, labels: np.ndarray, mask: np.ndarray, bins: int = 64,
     classes: Mapping[int, str] = TISSUE_CLASSES,
@@ -78,7 +74,7 @@ def intensity_bound_dice(
     inside = mask > 0
     truth = np.where(inside, np.rint(labels).astype(np.int64), 0)
     codes = sorted(classes)
-    index = _intensity_bins(image[inside], bins)
+    index = intensity_bins(image[inside], bins)
     counts = np.stack([np.bincount(index[truth[inside] == code], minlength=bins) for code in codes])
     pred = np.zeros_like(truth)
     pred[inside] = np.asarray(codes)[counts.argmax(axis=0)][index]
@@ -94,10 +90,9 @@ def intensity_bound_corr(image: np.ndarray, reference: np.ndarray, mask: np.ndar
     _check_shapes(image, reference, ("image", "reference"))
     _check_shapes(image, mask, ("image", "mask"))
     inside = mask > 0
-    index = _intensity_bins(image[inside], bins)
+    index = intensity_bins(image[inside], bins)
     target = reference[inside].astype(np.float64)
-    counts = np.bincount(index, minlength=bins)
-    means = np.bincount(index, weights=target, minlength=bins) / np.maximum(counts, 1)
+    _, (means,) = binned_means(index, bins, target)
     return pearson_correlation(means[index], target)
 
 

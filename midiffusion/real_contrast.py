@@ -26,13 +26,14 @@ import pandas as pd
 from .baselines import run_baseline
 from .config import SamplingConfig, default
 from .io import InputError, atomic_path, check_mask, load_volume, save_volume
+from .layout import nnunet_checkpoint
 from .methods import METHOD_ORDER, METHODS, PRODUCERS, trainer_name
 from .metrics import evaluate_case
 from .model import load_model
 from .preprocess import _to_ants, extract_brain, n4, normalise, tissue_labels
 from .report import GridRow, plot_translation_grid
 from .scan import resample, working_grid
-from .segment import CHECKPOINT, NnunetDirs, model_folder, segment_volumes
+from .segment import NnunetDirs, model_folder, segment_volumes
 from .translate import translate_volume
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def check_models(model: Path, nnunet: NnunetDirs, dataset_id: int, trainers: Seq
     """Every model the methods need, before any compute: the diffusion model, the nnU-Net checkpoints."""
     load_model(model, device)
     for trainer in trainers:
-        checkpoint = model_folder(nnunet, dataset_id, configuration, trainer) / "fold_all" / CHECKPOINT
+        checkpoint = nnunet_checkpoint(model_folder(nnunet, dataset_id, configuration, trainer))
         if not checkpoint.exists():
             raise InputError(f"{checkpoint}: no trained nnU-Net model for trainer {trainer}")
 

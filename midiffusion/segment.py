@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
-from midiffusion.layout import TISSUE_LABELS, nnunet_model_dir
+from midiffusion.layout import NNUNET_CHECKPOINT, TISSUE_LABELS, dataset_name, dataset_prefix, nnunet_checkpoint, nnunet_model_dir
+from midiffusion.model import select_device
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
 LABELS = {"background": 0, **TISSUE_LABELS}
 FILE_ENDING = ".nii.gz"
-CHECKPOINT = "checkpoint_final.pth"
 OUTPUT_TAIL_LINES = 40
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -83,15 +83,6 @@ class Case:
     case_id: str
     image: Path
     label: Path
-
-
-def dataset_name(dataset_id: int, name: str) -> str:
-    """nnU-Net's folder name for a dataset, e.g. Dataset001_T1w."""
-    if not 1 <= dataset_id <= 999:
-        raise InputError(f"dataset_id: must be in 1..999 (nnU-Net uses three digits), got {dataset_id}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", name):
-        raise InputError(f"dataset name: letters, digits and '-' only, got {name!r}")
-    return f"Dataset{dataset_id:03d}_{name}"
 
 
 def export_training_set(
@@ -164,7 +155,7 @@ def train(
         dirs,
         num_processes,
     )
-    checkpoint = model_folder(dirs, dataset_id, configuration, trainer) / f"fold_{fold}" / CHECKPOINT
+    checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, configuration, trainer), fold)
     if not checkpoint.exists():
         raise RuntimeError(f"nnUNetv2_train finished but wrote no {checkpoint}")
     return checkpoint
@@ -215,7 +206,7 @@ def predict(
     Returns case id -> segmentation path (uint8 labels 0..3).
     """
     _check_case_ids(list(inputs), "inputs")
-    checkpoint = model_folder(dirs, dataset_id, configuration, trainer) / f"fold_{fold}" / CHECKPOINT
+    checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, configuration, trainer), fold)
     if not checkpoint.exists():
         raise InputError(f"{checkpoint}: no trained nnU-Net model (run train first)")
     out_dir = Path(out_dir)
@@ -230,7 +221,7 @@ def predict(
         # -npp 0 -nps 0 is nnU-Net's sequential mode: no worker processes at all
         n = str(num_processes)
         args = ["-i", str(in_folder), "-o", str(pred_folder), "-d", str(dataset_id), "-c", configuration]
-        args += ["-tr", trainer, "-f", str(fold), "-chk", CHECKPOINT, "-npp", n, "-nps", n]
+        args += ["-tr", trainer, "-f", str(fold), "-chk", NNUNET_CHECKPOINT, "-npp", n, "-nps", n]
         args += ["-device", resolve_device(device), "--disable_progress_bar"]
         _run_nnunet("nnUNetv2_predict", args + ([] if mirroring else ["--disable_tta"]), dirs, num_processes)
         outputs = {case_id: out_dir / f"{case_id}{FILE_ENDING}" for case_id in inputs}
@@ -264,12 +255,8 @@ def model_folder(dirs: NnunetDirs, dataset_id: int, configuration: str, trainer:
 
 
 def resolve_device(device: Device) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; other names are checked and passed through."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda", "mps"):
-        raise InputError(f"device: expected auto, cpu, cuda or mps, got {device!r}")
-    return device
+    """nnU-Net's -device value: the project's one device choice (model.select_device)."""
+    return select_device(device).type
 
 
 def _export_case(case: Case, folder: Path) -> None:
@@ -330,7 +317,7 @@ def _check_case_ids(case_ids: list[str], what: str) -> None:
 
 def _find_dataset(dirs: NnunetDirs, dataset_id: int) -> str:
     """The Dataset<id>_<name> folder name, looked up like nnU-Net does: raw, preprocessed, results."""
-    prefix = f"Dataset{dataset_id:03d}_"
+    prefix = dataset_prefix(dataset_id)
     names = {
         folder.name
         for base in (dirs.raw, dirs.preprocessed, dirs.results)

@@ -40,10 +40,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from midiffusion.anatomy import HELD_OUT_HEADS, TRAINING_ANATOMY
+from midiffusion.anatomy import TRAINING_ANATOMY
+from midiffusion.cohort import read_split
 from midiffusion.config import SamplingConfig
 from midiffusion.io import InputError, atomic_path, load_volume
-from midiffusion.layout import TISSUE_LABELS
+from midiffusion.layout import NNUNET_ROOT, RESULTS, SPLIT_FILE, TISSUE_LABELS
 from midiffusion.metrics import evaluate_case
 from midiffusion.model import load_model
 from midiffusion.schedule import DDPMSchedule
@@ -191,17 +192,9 @@ class Case:
         return [path for path in paths + [self.method_image(m) for m in sorted(methods)] if not path.exists()]
 
 
-def anatomy_of(subject: str) -> str:
-    """The anatomy a phantom subject was rendered from, by its id (anatomy.held_out_subjects)."""
-    bare = subject.removeprefix("sub-")
-    return next((name for name, head in HELD_OUT_HEADS.items() if bare.startswith(head.id_prefix)), TRAINING_ANATOMY)
-
-
-def test_subjects(run: Path, dirs: NnunetDirs, dataset_id: int) -> list[str]:
-    """The preprocessed subjects that the target nnU-Net does not train on."""
-    (raw,) = dirs.raw.glob(f"Dataset{dataset_id:03d}_*")
-    training = {path.name.removesuffix("_0000.nii.gz") for path in (raw / "imagesTr").glob("*_0000.nii.gz")}
-    return sorted(p.name for p in (run / "preprocessed").glob("sub-*") if p.is_dir() and p.name not in training)
+def run_split(run: Path) -> dict:
+    """The finished run's cohort: its test subjects and their anatomies (cohort.RunCohort.record)."""
+    return read_split(run / SPLIT_FILE.relative_to(RESULTS))
 
 
 def sidecar(path: Path) -> Path:
@@ -447,12 +440,13 @@ def main() -> None:
     if unknown:
         raise InputError(f"--variants: unknown {unknown}; expected some of {list(known)}")
     variants = [known[name] for name in args.variants] if args.variants else VARIANTS
-    dirs = NnunetDirs(args.run / "nnunet")
+    dirs = NnunetDirs(args.run / NNUNET_ROOT.relative_to(RESULTS))
     absent = sorted({str(args.run / v.model) for v in variants if not (args.run / v.model).exists()})
     if absent:
         raise InputError(f"no model {absent}: train it first (scripts/fidelity_levers.py, VARIANTS)")
-    subjects = [f"sub-{s.removeprefix('sub-')}" for s in args.subjects] if args.subjects else \
-        test_subjects(args.run, dirs, args.dataset_id)
+    split = run_split(args.run)
+    anatomies = split["anatomies"]  # {} without a held-out anatomy
+    subjects = [f"sub-{s.removeprefix('sub-')}" for s in args.subjects or split["test"]]
     starts = {v.config().start for v in variants} - {"noise"}
     cases = []
     for case in (Case(subject, source, args.run) for subject in subjects for source in args.sources):
@@ -498,7 +492,7 @@ def main() -> None:
         else:
             seconds_per_slice, load = reference_seconds_per_slice(args.run, name, case), np.nan
         segmentation = segmentations[name, case]
-        rows.append({"variant": name, "kind": "lever" if lever else "reference", "anatomy": anatomy_of(case.subject),
+        rows.append({"variant": name, "kind": "lever" if lever else "reference", "anatomy": anatomies.get(case.subject.removeprefix("sub-"), TRAINING_ANATOMY),
                      "subject": case.subject, "source": case.source, **settings_of(config),
                      "model": known[name].model if lever else RUN_MODEL if name == "midiffusion" else "",
                      **score(case, image, segmentation, sidecar(segmentation)),

@@ -6,7 +6,7 @@ asks what a longer budget buys: each trainer named (any `-tr` name nnU-Net finds
 nnUNetTrainerDomainRand_midiffusion_long) is trained on the run's target nnU-Net dataset unless it
 already is, then segments every test subject's normalised images of every contrast directly (the
 target's own images too: how well the model segments the contrast it was built for). Test subjects are
-the preprocessed subjects that are not in the nnU-Net training set. Prediction without mirroring, as the
+the run's (results/cohort/split.json). Prediction without mirroring, as the
 workflow's default. Writes one row per trainer, subject and contrast (Dice per class) to --out, and
 the mean per trainer and contrast beside it as Markdown (--out with .md).
 Usage: python scripts/segmenter_budget.py --trainers NAME [NAME ...] [--root results/nnunet]
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from midiffusion.cohort import read_split
 from midiffusion.io import atomic_path, load_volume, read_json
-from midiffusion.layout import TISSUE_LABELS
+from midiffusion.layout import NNUNET_ROOT, PREPROCESSED_DIR, SPLIT_FILE, TISSUE_LABELS, nnunet_checkpoint
 from midiffusion.metrics import dice_per_class
-from midiffusion.segment import CHECKPOINT, NnunetDirs, model_folder, segment_volumes, train
+from midiffusion.segment import NnunetDirs, model_folder, segment_volumes, train
 
 TRAINERS = "midiffusion.nnunet_trainers.nnUNetTrainer_midiffusion"
 
@@ -36,13 +37,6 @@ def batches(trainer: str) -> str:
     """epochs x iterations x batch size of one of this project's trainers ('' for nnU-Net's own)."""
     cls = getattr(importlib.import_module(TRAINERS), trainer, None)
     return f"{cls.epochs} x {cls.iterations} x {cls.max_batch_size}" if cls else ""
-
-
-def test_subjects(dirs: NnunetDirs, dataset_id: int, preprocessed: Path) -> list[str]:
-    """The preprocessed subjects that the nnU-Net dataset does not train on."""
-    (raw,) = dirs.raw.glob(f"Dataset{dataset_id:03d}_*")
-    training = {path.name.removesuffix("_0000.nii.gz") for path in (raw / "imagesTr").glob("*_0000.nii.gz")}
-    return sorted(p.name for p in preprocessed.glob("sub-*") if p.is_dir() and p.name not in training)
 
 
 def summary(table: pd.DataFrame) -> str:
@@ -55,18 +49,19 @@ def summary(table: pd.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trainers", nargs="+", required=True)
-    parser.add_argument("--root", type=Path, default=Path("results/nnunet"))
+    parser.add_argument("--root", type=Path, default=NNUNET_ROOT)
     parser.add_argument("--dataset-id", type=int, default=501)
-    parser.add_argument("--preprocessed", type=Path, default=Path("results/preprocessed"))
+    parser.add_argument("--preprocessed", type=Path, default=PREPROCESSED_DIR)
+    parser.add_argument("--split", type=Path, default=SPLIT_FILE)
     parser.add_argument("--contrasts", nargs="+", default=["T1w", "T2w", "PDw"])
     parser.add_argument("--num-processes", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/tables/segmenter_budget.csv"))
     args = parser.parse_args()
     dirs = NnunetDirs(args.root)
-    subjects = test_subjects(dirs, args.dataset_id, args.preprocessed)
+    subjects = [f"sub-{s}" for s in read_split(args.split)["test"]]
     rows = []
     for trainer in args.trainers:
-        checkpoint = model_folder(dirs, args.dataset_id, "2d", trainer) / "fold_all" / CHECKPOINT
+        checkpoint = nnunet_checkpoint(model_folder(dirs, args.dataset_id, "2d", trainer))
         train_s = None
         if not checkpoint.exists():
             start = time.perf_counter()

@@ -228,3 +228,41 @@ def test_held_out_subjects_are_always_test_subjects():
     assert split.test[-2:] == ["colin01", "colin02"] and len(split.test) == 4
     assert split.test[:2] == split_subjects(subjects, 2, seed=0).test  # the same template subjects
     assert not {"colin01", "colin02"} & set(split.train)
+
+
+def _validated(config):
+    from snakemake.utils import validate
+
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
+    return config
+
+
+def test_run_cohort_of_a_bids_folder(tmp_path, monkeypatch):
+    """The cohort the workflow resolves (and writes to results/cohort/split.json): the subjects data.subjects
+    names, split by split.seed, no held-out anatomy; the image checks cached in the run's cohort folder."""
+    root = tmp_path / "bids"
+    for subject in ["01", "02", "03", "04", "05"]:
+        _bids_subject(root, subject)
+    config = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    config["data"].update(layout="bids", root=str(root), sources=["PDw", "T2w"], subjects=["01", "02", "03", "05"])
+    monkeypatch.chdir(tmp_path)
+    run = cohort_module.resolve_cohort(_validated(config))
+    assert run.subjects == ["01", "02", "03", "05"] and sorted(run.images) == ["01", "02", "03", "04", "05"]
+    assert run.split == split_subjects(run.subjects, config["split"]["n_test"], config["split"]["seed"])
+    assert run.held_out == [] and run.anatomies == {} and run.held_out_anatomy is None
+    assert json.loads(json.dumps(run.record())) == {"train": run.split.train, "test": run.split.test,
+                                                     "held_out": [], "held_out_anatomy": None, "anatomies": {}}
+    assert (tmp_path / "results" / "cohort" / "image_checks.json").exists()
+
+
+def test_run_cohort_of_the_phantom_keeps_the_held_out_anatomy_for_testing():
+    config = _validated(yaml.safe_load((ROOT / "config" / "ci.yaml").read_text()))
+    run = cohort_module.resolve_cohort(config)
+    assert run.held_out == ["colin01"] and run.held_out_anatomy == "colin27"
+    assert run.subjects == ["01", "02", "03", "04", "colin01"] and "colin01" in run.split.test
+    assert run.anatomies == {s: "colin27" if s == "colin01" else "icbm152_2009a" for s in run.split.test}
+
+
+def test_read_split_names_the_missing_file(tmp_path):
+    with pytest.raises(InputError, match="split.json: missing; the workflow writes it"):
+        cohort_module.read_split(tmp_path / "results" / "cohort" / "split.json")

@@ -9,8 +9,9 @@ import yaml
 
 from conftest import ROOT, snakemake
 from midiffusion import methods as registry
-from midiffusion.cohort import split_subjects
+from midiffusion.cohort import read_split
 from midiffusion.io import load_volume
+from midiffusion.layout import SPLIT_FILE
 
 CI = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
 METHODS = CI["methods"]
@@ -35,7 +36,8 @@ def test_tables_have_every_method_source_and_class(ci_run):
 
 
 def test_held_out_anatomy_subjects_are_reported_apart(ci_run):
-    """Issue 16: the Colin27 phantom subject is built, tested (never trained on) and gets its own rows."""
+    """The Colin27 phantom subject is built, tested (never trained on) and gets its own rows; the run's
+    split file says so, and the nnU-Net and the diffusion model train on its train subjects only."""
     assert (ci_run / "results/cohort/sub-colin01/anat/sub-colin01_T2w.nii.gz").exists()
     long = pd.read_csv(ci_run / "results/tables/metrics_long.csv", keep_default_na=False, dtype={"subject": str})
     assert set(long.groupby("anatomy")["subject"].unique().map(tuple)) == {("colin01",), (long.loc[
@@ -43,7 +45,11 @@ def test_held_out_anatomy_subjects_are_reported_apart(ci_run):
     verdict = (ci_run / "results/tables/verdict.md").read_text()
     assert "| colin27 " in verdict and "| icbm152_2009a " in verdict
     trained_on = {path.name for path in (ci_run / "results/nnunet/nnUNet_raw").glob("*_T1w/imagesTr/*.nii.gz")}
-    assert trained_on and not any("colin" in name for name in trained_on)
+    split = read_split(ci_run / SPLIT_FILE)
+    assert split["held_out"] == ["colin01"] and split["held_out_anatomy"] == "colin27"
+    assert split["anatomies"] == {s: "colin27" if s == "colin01" else "icbm152_2009a" for s in split["test"]}
+    assert len(split["test"]) == N_TEST and not set(split["train"]) & set(split["test"])
+    assert trained_on == {f"sub-{s}_0000.nii.gz" for s in split["train"]}
 
 
 def test_translated_volumes_are_on_the_target_grid(ci_run):
@@ -213,11 +219,11 @@ def test_bids_folder_with_flair_images_runs_the_ci_workflow(ci_run, tmp_path):
     configfile.write_text(yaml.safe_dump(config))
     workdir = tmp_path / "run"
     workdir.mkdir()
-    subjects = sorted(path.name.removeprefix("sub-") for path in bids.glob("sub-*"))
-    split = split_subjects(subjects, CI["split"]["n_test"], CI["split"]["seed"])
-    targets = [f"results/methods/midiffusion/sub-{s}_FLAIR.nii.gz" for s in split.test]
+    snakemake(workdir, "--cores", "1", str(SPLIT_FILE), configfile=configfile)
+    split = read_split(workdir / SPLIT_FILE)
+    targets = [f"results/methods/midiffusion/sub-{s}_FLAIR.nii.gz" for s in split["test"]]
     snakemake(workdir, "--cores", "2", *targets, configfile=configfile)
-    assert len(subjects) == N_SUBJECTS and split.test
+    assert len(split["train"] + split["test"]) == N_SUBJECTS and split["test"] and not split["held_out"]
     for target in targets:
         translation = load_volume(workdir / target)
         assert np.isfinite(translation.data).all() and translation.data.max() > translation.data.min()

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from midiffusion.anatomy import held_out_subjects, subject_anatomies
-from midiffusion.cohort import checked_cohort, find_subjects, phantom_subjects, split_subjects
-from midiffusion.config import check_config
-from midiffusion.layout import bids_image, nnunet_model_dir
+from midiffusion.cohort import resolve_cohort
+from midiffusion.io import write_json
+from midiffusion.layout import (
+    NNUNET_ROOT, SPLIT_FILE, bids_image, dataset_ids, dataset_name, nnunet_checkpoint, nnunet_model_dir, preprocessed_dir,
+)
 from midiffusion.methods import METHODS, PRODUCERS, case_name, producers, trainer_name
 
 
@@ -29,46 +30,22 @@ PHANTOM = DATA["layout"] == "phantom"
 # Brain extraction by template registration leaves the registered template (atlas_map's reference).
 TEMPLATE_REGISTERED = config["preprocess"]["brain_extraction"] == "template"
 
-if PHANTOM:
-    # Test subjects of a held-out anatomy (anatomy.py) besides the template's: an InputError now if it is not installed.
-    HELD_OUT_ANATOMY = config["phantom"]["held_out_anatomy"]
-    HELD_OUT = held_out_subjects(HELD_OUT_ANATOMY, config["phantom"]["n_held_out"])
-    ALL_SUBJECTS = phantom_subjects(config["phantom"]["n_subjects"]) + HELD_OUT
-    IMAGES = {s: {c: bids_image(DATA["root"], s, c) for c in CONTRASTS} for s in ALL_SUBJECTS}
-else:
-    # Every image is opened now, before any job: all bad files are listed at once (verdicts cached).
-    FOUND = find_subjects(DATA["layout"], DATA["root"], CONTRASTS)
-    COHORT = checked_cohort(
-        FOUND, CONTRASTS, DATA["exclude"], DATA["bad_subjects"], cache="results/cohort/image_checks.json"
-    )
-    for note in COHORT.notes:
-        print(note, file=sys.stderr)
-    IMAGES = COHORT.images
-    ALL_SUBJECTS = sorted(IMAGES)
-    HELD_OUT_ANATOMY, HELD_OUT = None, []
-check_config(config, ALL_SUBJECTS)  # every typed section, before any job: a bad value names its key
-SUBJECTS = [s for s in ALL_SUBJECTS if s in set(DATA["subjects"])] if DATA["subjects"] else ALL_SUBJECTS
-SPLIT = split_subjects(
-    [s for s in SUBJECTS if s not in HELD_OUT], config["split"]["n_test"], config["split"]["seed"],
-    held_out=[s for s in SUBJECTS if s in HELD_OUT],
-)
-# Tables report the held-out anatomy's subjects as separate rows.
-ANATOMIES = subject_anatomies(HELD_OUT_ANATOMY, HELD_OUT, SPLIT.test) if HELD_OUT else {}
+# Subjects, split and held-out anatomy (a bad image or value is an InputError now, before any job);
+# rule cohort_split writes them to SPLIT_FILE for the scripts that read a finished run.
+COHORT = resolve_cohort(config)
+for note in COHORT.notes:
+    print(note, file=sys.stderr)
+IMAGES = COHORT.images
+SPLIT = COHORT.split
+HELD_OUT, HELD_OUT_ANATOMY = COHORT.held_out, COHORT.held_out_anatomy
+ANATOMIES = COHORT.anatomies  # tables report the held-out anatomy's subjects as separate rows
 METHODS_RUN = config["methods"]
 SEGMENTERS_RUN = list(dict.fromkeys(METHODS[m].segmenter for m in METHODS_RUN))
 TRAINERS = {s: trainer_name(s, config["nnunet"]["trainer"]) for s in SEGMENTERS_RUN}  # one schedule for all
-PRE = "results/preprocessed/sub-{subject}"
+PRE = str(preprocessed_dir("{subject}"))
 NNUNET = config["nnunet"]
-NNUNET_ROOT = "results/nnunet"
-# nnU-Net datasets in one root need distinct ids: the target's comes from the config, and each
-# source contrast's (trained only for the supervised bound) is 100, 200, ... above it.
-NNUNET_IDS = {c: NNUNET["dataset_id"] + 100 * k for k, c in enumerate(CONTRASTS)}
-if max(NNUNET_IDS.values()) > 999:
-    raise ValueError(
-        f"config nnunet.dataset_id: ids {NNUNET_IDS} go past 999 (each source contrast takes the id "
-        "100 above the previous one); choose a smaller dataset_id"
-    )
-NNUNET_DATASETS = {c: f"Dataset{i:03d}_{c}" for c, i in NNUNET_IDS.items()}  # contrast -> dataset folder
+NNUNET_IDS = dataset_ids(NNUNET["dataset_id"], CONTRASTS)  # InputError if they go past 999
+NNUNET_DATASETS = {c: dataset_name(i, c) for c, i in NNUNET_IDS.items()}  # contrast -> dataset folder
 NNUNET_DATASET = NNUNET_DATASETS[TARGET]
 FIGURE_SUBJECT = config["figure_subject"] or SPLIT.test[0]
 
@@ -99,8 +76,8 @@ def normalised(subject, contrast):
 
 
 def nnunet_model(dataset, trainer=NNUNET["trainer"]):
-    folder = nnunet_model_dir(f"{NNUNET_ROOT}/nnUNet_results", dataset, trainer, NNUNET["configuration"])
-    return f"{folder}/fold_all/checkpoint_final.pth"
+    folder = nnunet_model_dir(NNUNET_ROOT / "nnUNet_results", dataset, trainer, NNUNET["configuration"])
+    return str(nnunet_checkpoint(folder))
 
 
 def method_image(method, subject, source):

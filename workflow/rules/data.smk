@@ -55,6 +55,16 @@ rule cohort:
         "--seed {params.seed} {params.head} {params.anatomy} --qc-dir {params.qc_dir} > {log} 2>&1"
 
 
+rule cohort_split:
+    output:
+        str(SPLIT_FILE),
+    params:
+        record=COHORT.record(),  # a changed split rewrites it
+    localrule: True
+    run:
+        write_json(output[0], params.record)
+
+
 rule preprocess:
     input:
         unpack(preprocess_inputs),
@@ -86,7 +96,7 @@ rule preprocess:
 
 rule qc_tables:
     input:
-        expand(f"{PRE}/qc.json", subject=SUBJECTS),
+        expand(f"{PRE}/qc.json", subject=COHORT.subjects),
     output:
         registration=report(
             "results/tables/registration.csv", caption="../report/registration.rst", category="Preprocessing"
