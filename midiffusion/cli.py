@@ -69,7 +69,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def cmd_qc_tables(args: argparse.Namespace) -> None:
-    from .report import qc_tables
+    from .tables import qc_tables
 
     qc_tables(args.inputs, args.registration, args.atropos)
 
@@ -194,32 +194,32 @@ def cmd_nnunet_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .report import evaluate_cases
+    from .evaluate import evaluate_cases
 
     evaluate_cases(args.method, [tuple(case) for case in args.case], args.out)
 
 
 def cmd_intensity_bound(args: argparse.Namespace) -> None:
-    from .report import intensity_bound_tables
+    from .evaluate import intensity_bound_tables
 
     print(intensity_bound_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
 
 
 def cmd_intensity_bound_corr(args: argparse.Namespace) -> None:
-    from .report import intensity_bound_corr_tables
+    from .evaluate import intensity_bound_corr_tables
 
     cases = [tuple(case) for case in args.case]
     print(intensity_bound_corr_tables(cases, args.metrics, args.out, args.markdown).to_string(index=False))
 
 
 def cmd_dice_table(args: argparse.Namespace) -> None:
-    from .report import segmentation_dice_tables
+    from .evaluate import segmentation_dice_tables
 
     print(segmentation_dice_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
-    from .report import write_tables_from_csv
+    from .tables import write_tables_from_csv
 
     anatomies = _pairs(args.anatomy, "anatomy", str) if args.anatomy else None
     curves = _pairs(args.curves, "curves", Path) if args.curves else None
@@ -228,7 +228,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
-    from .report import make_figure
+    from .figures import make_figure
 
     make_figure(args.kind, args.inputs, args.out, subject=args.subject)
 
