@@ -105,15 +105,3 @@ def write_tissue_maps(anatomy: str, voxel_mm: int, out_path: Path) -> Path:
     gm, wm, affine = tissue_maps(anatomy, voxel_mm)
     return save_volume(out_path, np.stack([gm, wm], axis=-1), affine)
 
-
-def read_tissue_maps(path: Path, voxel_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """GM, WM and affine from a write_tissue_maps file; InputError if it is not one at voxel_mm."""
-    image = nib.load(str(path))
-    zooms = image.header.get_zooms()[:3]
-    if image.ndim != 4 or image.shape[3] != 2 or not np.allclose(zooms, voxel_mm, atol=1e-3):
-        raise InputError(
-            f"{path}: expected held-out tissue maps (X, Y, Z, 2: GM, WM) at {voxel_mm} mm, got shape "
-            f"{image.shape} and voxels {tuple(round(float(z), 3) for z in zooms)} mm; rebuild it (midiffusion anatomy)"
-        )
-    data = np.asarray(image.dataobj, dtype=np.float32)
-    return data[..., 0], data[..., 1], image.affine

@@ -267,7 +267,7 @@ def preprocess_subject(
     else:
         label_data = labels.data
         # Sanity check of the labels real data would get against the known truth (the key keeps its name:
-        # report.qc_tables reads it into atropos.csv).
+        # tables.qc_tables reads it into atropos.csv).
         if estimated is not None:
             qc.update({f"atropos_dice_{k}": v for k, v in dice_per_class(estimated, label_data).items()})
     registered = {inputs.target: fixed}

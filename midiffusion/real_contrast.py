@@ -31,7 +31,7 @@ from .methods import METHOD_ORDER, METHODS, PRODUCERS, trainer_name
 from .metrics import evaluate_case
 from .model import load_model
 from .preprocess import _to_ants, extract_brain, n4, normalise, tissue_labels
-from .report import GridRow, plot_translation_grid
+from .figures import GridRow, plot_translation_grid
 from .scan import resample, working_grid
 from .segment import NnunetDirs, model_folder, segment_volumes
 from .translate import translate_volume

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from .head import BRAIN_TISSUES, HEAD_TISSUES, PROTOCOLS, TISSUES, Texture, clean_image, head_anatomy
+from .io import InputError
 
 TEMPLATE_DIR = Path(nilearn.__file__).parent / "datasets" / "data"
 CSF_RIM_MM = 1.0  # nominal extra-axial CSF outside the template's brain mask
@@ -71,6 +72,19 @@ def brain_mask_from_tissue(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(filled)
 
 
+def read_tissue_maps(path: Path, voxel_mm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GM, WM and affine from an anatomy.write_tissue_maps file; InputError if it is not one at voxel_mm."""
+    image = nib.load(str(path))
+    zooms = image.header.get_zooms()[:3]
+    if image.ndim != 4 or image.shape[3] != 2 or not np.allclose(zooms, voxel_mm, atol=1e-3):
+        raise InputError(
+            f"{path}: expected held-out tissue maps (X, Y, Z, 2: GM, WM) at {voxel_mm} mm, got shape "
+            f"{image.shape} and voxels {tuple(round(float(z), 3) for z in zooms)} mm; rebuild it (midiffusion anatomy)"
+        )
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    return data[..., 0], data[..., 1], image.affine
+
+
 @lru_cache(maxsize=4)
 def load_template(voxel_mm: float = 1.0, maps: Path | None = None) -> Template:
     """The template at an integer multiple of 1 mm (2.0 -> 2 mm by block averaging); with `maps`, a
@@ -85,8 +99,6 @@ def load_template(voxel_mm: float = 1.0, maps: Path | None = None) -> Template:
             for img in images.values()
         )
     else:
-        from .anatomy import read_tissue_maps
-
         gm, wm, affine = read_tissue_maps(maps, factor)
     brain = brain_mask_from_tissue(gm, wm)
     outside = ndimage.distance_transform_edt(~brain, sampling=factor)

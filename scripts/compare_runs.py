@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from midiffusion.io import atomic_path
-from midiffusion.report import is_zero_shot
+from midiffusion.tables import is_zero_shot
 
 KEYS = ["anatomy", "source", "method"]
 

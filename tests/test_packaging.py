@@ -1,6 +1,7 @@
 """pyproject.toml's light core and per-stage extras, the environment files in envs/ that install them, and
 the installed CLI."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_all_extra_is_every_stage():
 
 def test_report_stage_needs_no_torch():
     assert "torch" not in _requirements(PROJECT["dependencies"] + EXTRAS["report"])
-    check = "import midiffusion.report, midiffusion.metrics, sys; assert 'torch' not in sys.modules"
+    check = "import midiffusion.evaluate, midiffusion.figures, midiffusion.tables, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], check=True)
 
 
@@ -91,3 +92,43 @@ def test_cli_lists_the_workflow_subcommands():
         assert command in out.stdout
     listed = [line for line in out.stdout.splitlines() if re.match(r"  [a-z]", line)]
     assert listed and all(re.match(r"  [a-z-]+ {2,}\S", line) for line in listed), "a command name runs into its help"
+
+
+def _imports_at_load(node: ast.AST):
+    """The import statements that run when the module loads: none inside a function."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child
+        elif not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield from _imports_at_load(child)
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """midiffusion module -> the midiffusion modules it imports at load."""
+    graph = {}
+    for path in (ROOT / "midiffusion").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        package = parts[:-1] if path.name != "__init__.py" else parts
+        named = set()
+        for node in _imports_at_load(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                named.update(alias.name for alias in node.names)
+                continue
+            base = ".".join([*package[: len(package) - node.level + 1], node.module or ""]).strip(".")
+            named.update([base, *(f"{base}.{alias.name}" for alias in node.names)])
+        graph[".".join(parts[:-1] if path.name == "__init__.py" else parts)] = named
+    return {module: (named & set(graph)) - {module} for module, named in graph.items()}
+
+
+def test_package_has_no_import_cycle():
+    graph, done = _package_imports(), set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, "import cycle: " + " -> ".join(path[path.index(module):] + [module])
+        if module not in done:
+            for imported in sorted(graph[module]):
+                visit(imported, path + [module])
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

@@ -1,4 +1,5 @@
-"""Summary statistics, tables and figures on hand-made frames and tiny synthetic NIfTIs."""
+"""The report stage (tables, figures, evaluate): summary statistics, tables and figures on hand-made
+frames and tiny synthetic NIfTIs."""
 
 import math
 from pathlib import Path
@@ -8,18 +9,13 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, load_script
+from midiffusion.evaluate import intensity_bound_corr_tables, intensity_bound_tables, segmentation_dice_tables
+from midiffusion.figures import GridRow, plot_dice, plot_sampler_curve, plot_translation_grid
 from midiffusion.io import InputError, save_volume
-from midiffusion.report import (
-    GridRow,
+from midiffusion.tables import (
     headline_table,
-    intensity_bound_corr_tables,
-    intensity_bound_tables,
     markdown_table,
     paired_difference,
-    plot_dice,
-    plot_sampler_curve,
-    plot_translation_grid,
-    segmentation_dice_tables,
     summarise,
     tag_anatomy,
     training_table,
