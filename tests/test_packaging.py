@@ -38,7 +38,8 @@ def _env(path: Path) -> tuple[list[str], dict[str, str]]:
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
 def test_env_file_pins_are_the_core_and_its_extras(path):
     extras, pins = _env(path)
-    assert path.stem in extras, f"{path.name} must install the extra of its stage, [{path.stem}]"
+    # an env named after a stage installs its extra; a rule's own env (real_contrast) names the stages it runs
+    assert path.stem in extras or path.stem not in EXTRAS, f"{path.name} must install the extra of its stage"
     assert not set(extras) & NOT_STAGES and set(extras) <= set(EXTRAS), f"{path.name}: extras {extras}"
     expected = _requirements(PROJECT["dependencies"] + [d for extra in extras for d in EXTRAS[extra]])
     assert pins == expected, f"{path.name}: {sorted(pins.values())}, pyproject.toml: {sorted(expected.values())}"
