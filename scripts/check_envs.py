@@ -32,7 +32,8 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
-EDITABLE = re.compile(r"-e \.\.\[([a-z,]+)\]")
+# How an env file installs this checkout: `..` would be .snakemake/, where conda runs pip (envs/README.md).
+EDITABLE = re.compile(r"-e \$\{MIDIFFUSION_ROOT\}\[([a-z,]+)\]")
 RULE = re.compile(r"(?P<indent> *)(?:rule|checkpoint)(?: (?P<name>\w+))?:")
 
 
@@ -52,7 +53,7 @@ def project_extras(env_file: Path) -> list[str]:
     """The extras the env file installs this project with; ValueError unless it installs it once, as EDITABLE."""
     editable = [EDITABLE.fullmatch(line) for line in pip_lines(env_file) if line.startswith("-e")]
     if len(editable) != 1 or not editable[0]:
-        raise ValueError(f"{env_file.name} must install the project once, as -e ..[<extras>]")
+        raise ValueError(f"{env_file.name} must install the project once, as -e ${{MIDIFFUSION_ROOT}}[<extras>]")
     return editable[0][1].split(",")
 
 

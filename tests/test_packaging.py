@@ -4,18 +4,18 @@ the installed CLI."""
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+from conftest import load_script
+
+check_envs = load_script("check_envs")
+PROJECT = check_envs.PROJECT
 EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
-ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
+ENV_FILES = check_envs.ENV_FILES
 # Extras that no stage installs: the tests' own, and the union of the stages for a full install.
 NOT_STAGES = {"test", "all"}
 
@@ -27,12 +27,9 @@ def _requirements(lines: list[str]) -> dict[str, str]:
 
 
 def _env(path: Path) -> tuple[list[str], dict[str, str]]:
-    """The extras an env file installs the project with (`-e ..[a,b]`), and its other pins."""
-    spec = yaml.safe_load(path.read_text())
-    pip = next(item["pip"] for item in spec["dependencies"] if isinstance(item, dict) and "pip" in item)
-    editable = [re.fullmatch(r"-e \.\.\[([a-z,]+)\]", line) for line in pip if line.startswith("-e")]
-    assert len(editable) == 1 and editable[0], f"{path.name} must install the project once, as -e ..[<extras>]"
-    return editable[0][1].split(","), _requirements([line for line in pip if not line.startswith("-")])
+    """The extras an env file installs the project with (`-e ${MIDIFFUSION_ROOT}[a,b]`), and its other pins."""
+    pip = check_envs.pip_lines(path)
+    return check_envs.project_extras(path), _requirements([line for line in pip if not line.startswith("-")])
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
