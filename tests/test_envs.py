@@ -217,3 +217,9 @@ def test_rule_env_installs_what_the_rule_runs(rule):
     missing = [f"{what} ({' or '.join(sorted(dists)) or 'nothing installed here provides it'})"
                for what, dists in sorted(needs(rule.shell).items()) if not dists & installed]
     assert not missing, f"rule {rule.name} runs in envs/{rule.env.name}, which does not install: {', '.join(missing)}"
+
+
+def test_a_rule_made_in_a_loop_is_run_under_each_name_snakemake_lists():
+    (loop,) = [rule for rule in RULES if "{" in rule.name]
+    listed = ["all", "nnunet_predict_target", "nnunet_prepare", "nnunet_predict_strong_aug"]
+    assert check_envs.concrete_rules(loop, listed) == ["nnunet_predict_target", "nnunet_predict_strong_aug"]
