@@ -80,7 +80,7 @@ rule benchmark_sampling:
     benchmark:
         "benchmarks/benchmark_sampling.tsv"
     conda:
-        "../../envs/diffusion.yaml"
+        "../../envs/segmentation.yaml"
     shell:
         "OMP_NUM_THREADS={threads} midiffusion benchmark-sampling --model {input.model} --source {input.source} --target {input.target} "
         "--mask {input.mask} {params.start} --ddim-steps {params.ddim_steps} --n-slices {params.n_slices} "

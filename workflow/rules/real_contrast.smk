@@ -32,7 +32,7 @@ rule real_contrast:
     benchmark:
         "benchmarks/real_contrast.tsv"
     conda:
-        "../../envs/segmentation.yaml"
+        "../../envs/real_contrast.yaml"
     shell:
         "OMP_NUM_THREADS={threads} midiffusion real-contrast --model {input.model} {params.nnunet} --target {params.target} "
         "--reference {input.references} --reference-mask {input.reference_masks} --methods {params.methods} "
