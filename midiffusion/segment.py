@@ -6,7 +6,7 @@ settings once at import (`nnUNet_def_n_proc`), calls `torch.set_num_threads` and
 pools, so a fresh process per step is the only way to keep it from leaking state into the caller,
 and it is exactly what a user would run by hand. The project's short trainers live in
 `midiffusion/nnunet_trainers/` and are found by nnU-Net's `-tr NAME` lookup through
-`nnUNet_extTrainer` (supported by nnunetv2 >= 2.6: it searches that folder when NAME is not one of
+`nnUNet_extTrainer` (supported by nnunetv2 >= 2.8: it searches that folder when NAME is not one of
 nnU-Net's own trainers, in training and in inference alike).
 """
 

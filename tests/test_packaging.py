@@ -11,7 +11,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import load_script
+from conftest import ROOT, load_script
 
 check_envs = load_script("check_envs")
 PROJECT = check_envs.PROJECT

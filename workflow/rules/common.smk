@@ -21,6 +21,8 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 # Rules call the `midiffusion` command: put the environment snakemake runs from first on PATH, so
 # that `.venv/bin/snakemake` works without activating the venv (a conda env, when used, goes first).
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+# The rules' conda envs install this checkout as -e ${MIDIFFUSION_ROOT}[...] (envs/README.md); pip expands it.
+os.environ["MIDIFFUSION_ROOT"] = str(Path(workflow.basedir).parent)
 
 DATA = config["data"]
 TARGET = DATA["target"]
