@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .io import InputError, save_volume
+from .io import InputError, Volume, save_volume
 
 TRAINING_ANATOMY = "icbm152_2009a"
 # Air added around a held-out head: its field of view hugs the skull, and the phantom's head shell
@@ -78,14 +78,14 @@ def tissue_maps(anatomy: str, voxel_mm: int) -> tuple[np.ndarray, np.ndarray, np
     averages it) and labelled as preprocessing labels a real T1w without label files; the fractions
     are clipped to [0, 1] and rescaled to sum to 1 inside the brain mask (CSF = the rest).
     """
-    from .preprocess import _to_ants, extract_brain, n4, tissue_fractions  # ANTs: only here
+    from .preprocess import correct_and_extract, tissue_fractions  # ANTs: only here
     from .template import block_average
 
     head = nib.as_closest_canonical(nib.load(str(held_out_head(anatomy).path)))
     padded, affine = _pad(np.asarray(head.dataobj, dtype=np.float32), head.affine, PAD_MM)
     data, affine = block_average(padded, affine, voxel_mm)
-    image = n4(_to_ants(data, affine))
-    extracted = extract_brain(image, "T1w", float(voxel_mm))
+    images, extracted = correct_and_extract({"T1w": Volume(data, affine)}, "T1w", float(voxel_mm))
+    image = images["T1w"]
     fractions = np.clip(tissue_fractions(image.numpy(), extracted.mask, extracted.tissue_priors), 0.0, 1.0)
     total = fractions.sum(axis=0)
     fractions = np.where(total > 0, fractions / np.maximum(total, 1e-6), 0.0).astype(np.float32)

@@ -8,13 +8,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Mapping
 
 import ants
 import nibabel as nib
 import numpy as np
 
-from .io import InputError, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
+from .io import InputError, Volume, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
 from .metrics import dice_per_class
 from .head import PROTOCOLS, tissues_by_brightness
 from .template import reference_head
@@ -35,7 +35,8 @@ class SubjectImages:
     misalignment: Path | None = None  # phantom only: JSON with target_to_source matrices
 
 
-def _to_ants(data: np.ndarray, affine: np.ndarray) -> ants.ANTsImage:
+def to_ants(data: np.ndarray, affine: np.ndarray) -> ants.ANTsImage:
+    """An ANTs image of a voxel array and its RAS affine (through nibabel, which converts to ITK's LPS)."""
     return ants.from_nibabel_nifti(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine))
 
 
@@ -82,12 +83,12 @@ def extract_brain(
         contrast, settings = "T1w", {**settings, "syn_metric": "mattes"}
     reference_voxel_mm = max(1.0, float(round(voxel_mm)))
     reference = reference_head(reference_voxel_mm, contrast)
-    moving = _to_ants(reference.image, reference.affine)
+    moving = to_ants(reference.image, reference.affine)
     with tempfile.TemporaryDirectory() as tmp:
         reg = ants.registration(target, moving, outprefix=f"{tmp}/tpl_", **settings)
 
         def warp(data: np.ndarray) -> np.ndarray:
-            moved = ants.apply_transforms(target, _to_ants(data, reference.affine), reg["fwdtransforms"])
+            moved = ants.apply_transforms(target, to_ants(data, reference.affine), reg["fwdtransforms"])
             return moved.numpy().astype(np.float32)
 
         brain = warp(reference.brain)
@@ -97,6 +98,21 @@ def extract_brain(
         else:  # the same head in another contrast, moved by the same registration
             template = warp(reference_head(reference_voxel_mm, template_contrast).image)
     return ExtractedBrain(brain > 0.5, template, priors)
+
+
+def correct_and_extract(
+    images: Mapping[str, Volume], target: str, voxel_mm: float, *, use_n4: bool = True, extract: bool = True,
+    template_contrast: str | None = None,
+) -> tuple[dict[str, ants.ANTsImage], ExtractedBrain | None]:
+    """The chain every way in shares (the workflow's preprocessing, one scan, the real-contrast check, the
+    held-out anatomy): N4 bias field correction of each image (with use_n4), then brain extraction of the
+    target-contrast image by the reference head (extract_brain; None without `extract`)."""
+    corrected = {contrast: to_ants(volume.data, volume.affine) for contrast, volume in images.items()}
+    if use_n4:
+        corrected = {contrast: n4(image) for contrast, image in corrected.items()}
+    if not extract:
+        return corrected, None
+    return corrected, extract_brain(corrected[target], target, voxel_mm, template_contrast=template_contrast)
 
 
 def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
@@ -245,13 +261,11 @@ def preprocess_subject(
             raise InputError(f"subject {inputs.subject}: brain_extraction 'labels' needs label files")
         mask = check_mask(labels.data, inputs.labels)
     out_dir.mkdir(parents=True, exist_ok=True)
-    corrected = {c: _to_ants(v.data, v.affine) for c, v in volumes.items()}
-    if use_n4:
-        corrected = {c: n4(image) for c, image in corrected.items()}
+    corrected, extracted = correct_and_extract(volumes, inputs.target, float(target_volume.voxel_mm.mean()),
+                                               use_n4=use_n4, extract=brain_extraction == "template")
     fixed = corrected[inputs.target]
     template = priors = None
-    if brain_extraction == "template":
-        extracted = extract_brain(fixed, inputs.target, float(target_volume.voxel_mm.mean()))
+    if extracted is not None:
         mask, template = check_mask(extracted.mask, out_dir / "brainmask.nii.gz"), extracted.template
         priors = extracted.tissue_priors
     truth = read_json(inputs.misalignment) if inputs.misalignment else {}

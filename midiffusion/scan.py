@@ -25,7 +25,7 @@ from .layout import BACKGROUND
 from .baselines import BASELINES, RANK_MAPS, BaselineInputs
 from .head import PROTOCOLS
 from .model import LoadedModel, load_model
-from .preprocess import _to_ants, extract_brain, n4, normalise
+from .preprocess import correct_and_extract, normalise, to_ants
 from .segment import Device, NnunetDirs, model_folder, segment_volumes
 from .translate import translate_volume
 
@@ -53,7 +53,7 @@ def working_grid(volume: Volume, voxel_mm: float) -> Volume:
 
 def resample(volume: Volume, grid: Volume) -> np.ndarray:
     """`volume` resampled (linear) onto the grid of `grid`; 0 where it does not reach."""
-    moving, target = _to_ants(volume.data, volume.affine), _to_ants(grid.data, grid.affine)
+    moving, target = to_ants(volume.data, volume.affine), to_ants(grid.data, grid.affine)
     return ants.resample_image_to_target(moving, target, interp_type="linear").numpy()
 
 
@@ -87,12 +87,11 @@ def translate_scan(
     loaded = load_model(model_path, device)
     check_scan_start(config.start, loaded, model_path, target_contrast)  # before preprocessing
     grid = working_grid(source, voxel_mm)
-    image = _to_ants(resample(source, grid), grid.affine)
-    if use_n4:
-        log.info("%s: N4 bias field correction", source_path)
-        image = n4(image)
-    log.info("%s: brain extraction (registering the %s reference head)", source_path, contrast)
-    extracted = extract_brain(image, contrast, voxel_mm, template_contrast=target_contrast)
+    log.info("%s: %sbrain extraction (registering the %s reference head)", source_path,
+             "N4 bias field correction, " if use_n4 else "", contrast)
+    images, extracted = correct_and_extract({contrast: Volume(resample(source, grid), grid.affine)}, contrast,
+                                            voxel_mm, use_n4=use_n4, template_contrast=target_contrast)
+    image = images[contrast]
     mask = check_mask(extracted.mask, source_path)
     with tempfile.TemporaryDirectory(prefix="midiffusion-scan-") as tmp:
         # the source keeps its file name, which the progress bar shows, in a folder of its own

@@ -20,7 +20,7 @@ import pandas as pd
 from midiffusion.io import load_volume
 from midiffusion.layout import bids_image
 from midiffusion.metrics import dice_per_class
-from midiffusion.preprocess import BRAIN_EXTRACTION_SYN, _to_ants, extract_brain, n4, tissue_labels
+from midiffusion.preprocess import BRAIN_EXTRACTION_SYN, to_ants, extract_brain, n4, tissue_labels
 from profile_training import current_load, itk_threads, machine_description, write_benchmark
 
 # The default until 2026-12-03 (CC radius 2), the base of the cheaper variants measured against it.
@@ -43,7 +43,7 @@ VARIANTS = {
 def measure(cohort: Path, subject: str, variants: list[str]) -> pd.DataFrame:
     volume = load_volume(bids_image(cohort, subject, "T1w"), canonical=True)
     truth = load_volume(bids_image(cohort, subject, "dseg"), canonical=True).data
-    target = n4(_to_ants(volume.data, volume.affine))
+    target = n4(to_ants(volume.data, volume.affine))
     rows, default_mask = [], None
     for variant in variants:
         settings = VARIANTS[variant]

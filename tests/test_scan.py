@@ -92,8 +92,7 @@ def _error(capsys, *args: str) -> str:
 @pytest.fixture
 def no_compute(monkeypatch):
     """Any preprocessing fails the test: the input checks must come first."""
-    for name in ("n4", "extract_brain"):
-        monkeypatch.setattr(scan, name, lambda *a, _name=name, **k: pytest.fail(f"{_name} ran before the checks"))
+    monkeypatch.setattr(scan, "correct_and_extract", lambda *a, **k: pytest.fail("preprocessing ran before the checks"))
 
 
 @pytest.mark.parametrize("problem, expected", [
