@@ -1,5 +1,5 @@
-"""Where a diffusion training step's time goes (issue 18, item 1): the default config's training on
-the default run's own slices, under cProfile, split into the step's parts.
+"""Where a diffusion training step's time goes, to know which part to make cheaper: the default
+config's training on the default run's own slices, under cProfile, split into the step's parts.
 
 Parts (seconds per step and share of the step; one-off set-up apart, in seconds per run): the anchors (anchor contrast augmentation, with its
 LMI of the remapped anchors), the LMI condition, the UNet forward, the backward pass, gradient
@@ -7,7 +7,7 @@ clipping, the Adam step, the EMA update, checkpoints, and the rest (batch drawin
 cProfile's own overhead is small here: the time is
 in torch's kernels, which it does not instrument.
 
-    .venv/bin/python scripts/profile_training.py [--slices results/diffusion/train_slices.npz]
+    .venv/bin/python tools/benchmarks/profile_training.py [--slices results/diffusion/train_slices.npz]
         [--steps 100] [--threads 2] [--out results/benchmarks/training_profile.csv]
 """
 
@@ -17,8 +17,8 @@ import argparse
 import cProfile
 import datetime
 import os
-import platform
 import pstats
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +28,9 @@ import yaml
 
 from midiffusion.config import DiffusionConfig
 from midiffusion.io import atomic_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # machine.py, shared with scripts/
+from machine import machine_description  # noqa: E402
 
 # part -> (file suffix, function name) of the function whose cumulative time is that part
 PARTS = {
@@ -56,21 +59,6 @@ def cumulative_seconds(stats: pstats.Stats, suffix: str, name: str) -> float:
     times = [value[3] for (path, _, function), value in stats.stats.items()
              if function == name and path.endswith(suffix)]
     return max(times, default=0.0)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else platform's guess: runs on "2 cores" differ several-fold by CPU."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def machine_description(*details: str) -> str:
-    """The machine a benchmark ran on: architecture, CPU count and model, then `details` (threads, load)."""
-    return ", ".join([f"{platform.machine()} {os.cpu_count()} cpus", cpu_model(), *details])
 
 
 def current_load() -> str:

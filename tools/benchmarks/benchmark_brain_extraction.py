@@ -1,11 +1,11 @@
-"""Cheaper brain extraction, measured (issue 18): preprocess.extract_brain under other ants.registration
+"""Cheaper brain extraction, measured: preprocess.extract_brain under other ants.registration
 settings on the N4-corrected target image of phantom subjects, each against the first variant's mask and,
 through the tissue labels it feeds (preprocess.tissue_labels, what real data without labels gets),
 against the phantom's true labels. Brain extraction is 78 % of a subject's preprocessing
 (results/benchmarks/preprocess_profile.csv). Writes results/benchmarks/brain_extraction.csv (with
 --append, adds its rows to the file's).
 
-    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 .venv/bin/python scripts/benchmark_brain_extraction.py \
+    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 .venv/bin/python tools/benchmarks/benchmark_brain_extraction.py \
         --cohort results/cohort --subjects 01 colin01
 """
 

@@ -1,7 +1,8 @@
-"""Tissue labels before and after issue 17 (docs/method.md, "Tissue labels"), through the project's
+"""Tissue labels of data without labels, the earlier method against the current one (docs/method.md,
+"Tissue labels"), to show the current one labels real heads plausibly too; through the project's
 preprocessing (N4, template brain extraction; midiffusion.preprocess.preprocess_subject) at --voxel-mm.
 
-before: ANTs Atropos initialised by k-means (preprocess.atropos_labels), the labels before issue 17.
+before: ANTs Atropos initialised by k-means (preprocess.atropos_labels), the earlier labels.
 after:  the preprocess default (preprocess.tissue_labels): the tissue fractions of the template that
         brain extraction registered to the subject, corrected by each voxel's intensity.
 Both label the same preprocessed image inside the same brain mask.
@@ -13,7 +14,7 @@ and Colin27 (Debian package mricron-data) -- give the CSF, GM and WM fractions o
     results/tables/real_head_labels.csv  head, method, CSF, GM, WM, brain_ml
     results/qc/real_heads/<head>.png      axial slices with the labels of each method
 
-    .venv/bin/python scripts/real_head_labels.py [--subjects 01 02 03 04 05] [--voxel-mm 2]
+    .venv/bin/python tools/studies/real_head_labels.py [--subjects 01 02 03 04 05] [--voxel-mm 2]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ target's own images too: how well the model segments the contrast it was built f
 the run's (results/cohort/split.json). Prediction without mirroring, as the
 workflow's default. Writes one row per trainer, subject and contrast (Dice per class) to --out, and
 the mean per trainer and contrast beside it as Markdown (--out with .md).
-Usage: python scripts/segmenter_budget.py --trainers NAME [NAME ...] [--root results/nnunet]
+Usage: python tools/studies/segmenter_budget.py --trainers NAME [NAME ...] [--root results/nnunet]
 """
 
 from __future__ import annotations

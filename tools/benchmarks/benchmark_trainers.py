@@ -1,5 +1,6 @@
 """Seconds per epoch of the target's quick nnU-Net trainer and of its contrast-agnostic rivals (DA5,
-DomainRand), on one small phantom dataset, on the CPU.
+DomainRand), on one small phantom dataset, on the CPU: the rivals' augmentation must not make their equal
+schedule cost more than the target's.
 
 Builds `--subjects` phantom subjects at 2 mm, exports their normalised T1w ([-1, 1] in the brain, -1
 outside, as the workflow's preprocessing gives) and labels, plans and preprocesses (2d) as the workflow
@@ -8,7 +9,7 @@ epochs) with `--threads` torch threads and one augmentation worker, and reads nn
 (training and validation batches; checkpoints and plots are outside them). The augmentation worker
 runs beside the training, so the notes also give the loader's own cost of one batch (loading and
 augmentation, in this process). Appends one row per trainer to results/benchmarks/trainers.csv.
-Usage: python scripts/benchmark_trainers.py [--subjects 5] [--epochs 2] [--threads 2] [--out CSV]
+Usage: python tools/benchmarks/benchmark_trainers.py [--subjects 5] [--epochs 2] [--threads 2] [--out CSV]
 """
 
 from __future__ import annotations

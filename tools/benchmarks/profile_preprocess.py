@@ -1,11 +1,11 @@
-"""Where one subject's preprocessing time goes (issue 18, item 1): preprocess.preprocess_subject, as the
-workflow's `preprocess` rule runs it (one ITK thread), under cProfile on a phantom subject of a run,
+"""Where one subject's preprocessing time goes, to know which part to make cheaper:
+preprocess.preprocess_subject, as the workflow's `preprocess` rule runs it (one ITK thread), under cProfile on a phantom subject of a run,
 split into its parts: N4 (every contrast), brain extraction (the SyN registration of the reference
 head, then warping its brain and tissue maps), the rigid registration of each source, the tissue
 labels, the phantom's registration-error QC, and the rest (reading, normalising, writing).
 Writes results/benchmarks/preprocess_profile.csv (--append: after the rows already there).
 
-    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 .venv/bin/python scripts/profile_preprocess.py \
+    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 .venv/bin/python tools/benchmarks/profile_preprocess.py \
         --cohort results/cohort --subject 01
 """
 

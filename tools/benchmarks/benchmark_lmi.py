@@ -1,4 +1,5 @@
-"""Benchmark the LMI layer against one forward pass of the paper-size UNet and a plain reference.
+"""Benchmark the LMI layer against one forward pass of the paper-size UNet and a plain reference: LMI
+conditions every sampling step, so its cost beside the UNet's says whether it limits sampling.
 
 Per device (CPU, and CUDA when present) and image size, times one LMI(anchor, x_t) call (the
 per-sampling-step cost: LMI(anchor, anchor) is cached) at the default bins and sigma and at
@@ -10,7 +11,7 @@ is fair on a shared machine. Prints the rows and appends them to results/benchma
 (results/benchmarks/lmi.csv holds earlier rows, defaults and noise only, without the last columns);
 load_avg_1min says how busy the shared machine was.
 
-    python scripts/benchmark_lmi.py [--sizes 128 64] [--batch 4] [--repeats 3] [--threads 2]
+    python tools/benchmarks/benchmark_lmi.py [--sizes 128 64] [--batch 4] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ of translation with the config's sampler, in batches of sampling.batch_size; bfl
 the UNet ran under mixed precision (diffusion.mixed_precision, CUDA only). Multiply by your
 workload: steps x s/step, slices x s/slice. Appends to results/benchmarks/compute.csv.
 
-    python scripts/benchmark_compute.py [--configs config/config.yaml config/paper.yaml]
+    python tools/benchmarks/benchmark_compute.py [--configs config/config.yaml config/paper.yaml]
                                         [--train-steps 200] [--device auto]
 """
 

@@ -6,7 +6,7 @@ spread is, and how much of the verdict's ranking (the zero-shot roads per anatom
 left out) survives it: a gap between two methods smaller than the spread is not a finding.
 
     git show <commit>:results/tables/summary.csv > /tmp/run_a.csv
-    python scripts/compare_runs.py /tmp/run_a.csv results/tables/summary.csv --names "run A" "run B" \
+    python tools/studies/compare_runs.py /tmp/run_a.csv results/tables/summary.csv --names "run A" "run B" \
         --out-md results/tables/run_spread.md
 """
 

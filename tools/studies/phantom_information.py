@@ -1,4 +1,5 @@
-"""How far any translation could follow a phantom run's real T1w (issue 16): the ceiling of the correlation.
+"""How far any translation could follow a phantom run's real T1w: the ceiling of the correlation, against
+which a correlation target for the translations is read.
 
 The phantom renders every contrast of a subject from one anatomy (tissue partial volumes under a
 smooth warp), per-subject tissue relaxation parameters, smooth texture fields of T1, T2 and PD, and,
@@ -15,7 +16,7 @@ run's reference of:
   rendered without noise or bias, on the target grid: what intensities could reach if the source were clean;
 beside the run's own midiffusion (`midiffusion_<source>`, from its metrics_long.csv).
 
-    .venv/bin/python scripts/phantom_information.py --run RUN --anatomy-maps RUN/results/anatomy/colin27_2mm.nii.gz \
+    .venv/bin/python tools/studies/phantom_information.py --run RUN --anatomy-maps RUN/results/anatomy/colin27_2mm.nii.gz \
         --out-csv results/tables/phantom_information.csv --out-md results/tables/phantom_information.md
 """
 

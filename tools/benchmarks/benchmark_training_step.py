@@ -1,4 +1,5 @@
-"""Seconds per diffusion training step under the CPU-side levers of issue 18 that keep the maths:
+"""Seconds per diffusion training step under CPU-side settings, to find what trains the default faster on
+a CPU. Those that keep the maths:
 torch threads, flushing subnormal floats to zero, Adam's fused kernel, channels-last memory, oneDNN
 (mkldnn) convolutions off, and torch.compile; and one that changes the maths, bfloat16 autocast
 (diffusion.cpu_bfloat16), which pays only on CPUs with native bfloat16 (AMX, AVX512-BF16). One process,
@@ -6,7 +7,7 @@ the default config, the default run's own slices; each variant gets a fresh mode
 is timed again at the end so that a drift of the machine shows. Writes results/benchmarks/training_step.csv
 (--append: after the rows already there).
 
-    .venv/bin/python scripts/benchmark_training_step.py [--slices results/diffusion/train_slices.npz]
+    .venv/bin/python tools/benchmarks/benchmark_training_step.py [--slices results/diffusion/train_slices.npz]
         [--steps 40] [--warmup 5] [--append]
 """
 

@@ -17,7 +17,7 @@ Translations, segmentations and scores are cached in --work and reused when newe
 so a rerun after an interruption continues, and adding subjects or variants computes only what is new.
 Writes one row per variant and case (--out-csv), the means over subjects as Markdown (--out-md) and a
 figure (--figure): corr against Dice per variant, and Dice and corr against the SDEdit start's t0.
-Usage: python scripts/fidelity_levers.py [--run results] [--subjects 08 colin01] [--variants default ...]
+Usage: python tools/studies/fidelity_levers.py [--run results] [--subjects 08 colin01] [--variants default ...]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ VARIANTS = [
     Variant("default+detail_r2_eps0.01", {"detail_radius": 2, "detail_eps": 0.01}),
     # Around today's default (the invert start at t0 0.1 with the detail transfer r 1, eps 0.001): t0, and
     # models trained on more varied anatomy (`diffusion.deform_copies` deformed copies of every training
-    # slice, control points moved by `deform_pixels`), trained beside the run's model (experiments/README.md).
+    # slice, control points moved by `deform_pixels`), trained beside the run's model (experiments/archive/README.md).
     *(Variant(f"sdedit_invert_t{t0:g}_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start_t0": t0})
       for t0 in (0.05, 0.2)),
     Variant("sdedit_atlas_t0.1_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start": "atlas_map"}),
@@ -139,7 +139,7 @@ VARIANTS = [
     # The 64 x 64 grid trained 1,500 steps instead of 2,500: its from-scratch run took 65.6 min on 2 cores, and
     # 1,000 fewer steps save about 6 of them (docs/history.md, "Native resolution").
     Variant("native64_steps1500_t0.1+detail_r1", DETAIL_DEFAULT, model="diffusion_64_steps1500/model.pt"),
-    # Training length on the 64 x 64 default: its model continued from 2,500 to 5,000 steps (experiments/README.md).
+    # Training length on the 64 x 64 default: its model continued from 2,500 to 5,000 steps (experiments/steps_5000_grid_64.yaml).
     *(Variant(f"steps5000_t{t0:g}+detail_r1", {**DETAIL_DEFAULT, "start_t0": t0},
               model="diffusion_64_steps5000/model.pt") for t0 in (0.1, 0.2)),
     # The default trained and sampled in bfloat16 on the CPU (diffusion.cpu_bfloat16): the same 2,500 steps.
@@ -302,7 +302,7 @@ def markdown(table: pd.DataFrame) -> str:
         "evaluations per slice, the exact cost (the LMI gradient adds an LMI backward per step besides). "
         "s/slice: wall seconds of the translation, model loading included, on one CPU thread over the brain "
         "slices, as loaded as the machine was (the CSV's machine and load columns): a rough cost. For the "
-        "reference rows, the workflow's own benchmark (its threads). Made by scripts/fidelity_levers.py.\n",
+        "reference rows, the workflow's own benchmark (its threads). Made by tools/studies/fidelity_levers.py.\n",
         shown.to_markdown(index=False, floatfmt=".3f"),
     ]
     order = list(dict.fromkeys(means["variant"]))
@@ -443,7 +443,7 @@ def main() -> None:
     dirs = NnunetDirs(args.run / NNUNET_ROOT.relative_to(RESULTS))
     absent = sorted({str(args.run / v.model) for v in variants if not (args.run / v.model).exists()})
     if absent:
-        raise InputError(f"no model {absent}: train it first (scripts/fidelity_levers.py, VARIANTS)")
+        raise InputError(f"no model {absent}: train it first (tools/studies/fidelity_levers.py, VARIANTS)")
     split = run_split(args.run)
     anatomies = split["anatomies"]  # {} without a held-out anatomy
     subjects = [f"sub-{s.removeprefix('sub-')}" for s in args.subjects or split["test"]]
