@@ -62,7 +62,7 @@ class ExtractedBrain:
 # ants.registration's settings for brain extraction. CC suits the same-contrast reference; the
 # full-resolution level aligns the cortex the tissue priors need. CC radius 1 takes half the time of
 # radius 2 with the same tissue labels; fewer levels or iterations cost label Dice (docs/hardware.md,
-# scripts/benchmark_brain_extraction.py).
+# tools/benchmarks/benchmark_brain_extraction.py).
 BRAIN_EXTRACTION_SYN = {
     "type_of_transform": "SyN", "syn_metric": "CC", "syn_sampling": 1, "reg_iterations": (40, 20, 10),
 }
@@ -123,7 +123,7 @@ def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, floa
     return np.where(mask, scaled, -1.0).astype(np.float32)
 
 
-# Measured in scripts/real_head_labels.py (docs/method.md, "Tissue labels").
+# Measured in tools/studies/real_head_labels.py (docs/method.md, "Tissue labels").
 PRIOR_SD = 0.5
 CLIP_PERCENTILES = (1.0, 99.0)
 

@@ -30,6 +30,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from machine import machine_description
+
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
@@ -238,8 +240,6 @@ def check_all(work: Path, names: list[str]) -> dict[str, dict]:
 
 
 def main() -> None:
-    from profile_training import machine_description  # imports torch: not for the tests that parse the envs
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/midiffusion-envs"),
                         help="the venvs (several GB each), the ci run and the logs")

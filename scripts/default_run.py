@@ -1,4 +1,4 @@
-"""The default run from scratch, timed (issue 18): a fresh clone of this repository's HEAD, then
+"""The default run from scratch, timed: a fresh clone of this repository's HEAD, then
 `snakemake all --cores N` there, exactly as README's quick start runs it. Writes into this checkout:
 
 - results/benchmarks/default_run.json: wall_s, cores, machine, commit, date, snakemake's version
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from profile_training import machine_description
+from machine import machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,14 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def load_script(name: str):
-    """scripts/NAME.py as a module (the scripts are not a package). Registered in sys.modules
-    first, where dataclasses look their module up."""
-    if str(ROOT / "scripts") not in sys.path:  # where the scripts import each other from, as when they run
-        sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+def load_script(path: str):
+    """A script (relative to the repository, e.g. "scripts/default_run.py") as a module: the scripts are not
+    a package. Its folder goes on sys.path, where the scripts import each other from when they run, and the
+    module into sys.modules first, where dataclasses look their module up."""
+    script = ROOT / path
+    if str(script.parent) not in sys.path:
+        sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules[script.stem] = module
     spec.loader.exec_module(module)
     return module
 

@@ -1,4 +1,4 @@
-"""scripts/benchmark_compute.py on the ci config: a row appended to the existing CSV, with sane numbers."""
+"""tools/benchmarks/benchmark_compute.py on the ci config: a row appended to the existing CSV, with sane numbers."""
 
 import subprocess
 import sys
@@ -13,8 +13,8 @@ def test_a_row_is_appended_with_the_configs_sampler(tmp_path):
     out = tmp_path / "compute.csv"
     committed = ROOT / "results/benchmarks/compute.csv"
     out.write_text(committed.read_text())  # the rows of earlier runs stay
-    subprocess.run([sys.executable, ROOT / "scripts/benchmark_compute.py", "--configs", ROOT / "config/ci.yaml",
-                    "--train-steps", "2", "--device", "cpu", "--out", out], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([sys.executable, ROOT / "tools/benchmarks/benchmark_compute.py", "--configs",
+                    ROOT / "config/ci.yaml", "--train-steps", "2", "--device", "cpu", "--out", out], check=True, capture_output=True, cwd=ROOT)
     table, earlier = pd.read_csv(out), pd.read_csv(committed)
     pd.testing.assert_frame_equal(table.iloc[:-1], earlier)
     row = table.iloc[-1]

@@ -1,4 +1,4 @@
-"""scripts/compare_runs.py on two hand-made summary tables."""
+"""tools/studies/compare_runs.py on two hand-made summary tables."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_runs.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "studies" / "compare_runs.py"
 
 
 def _summary(path: Path, dice: dict[str, float]) -> Path:

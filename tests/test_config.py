@@ -116,7 +116,7 @@ def test_rival_trainers_take_the_target_schedule():
         check_config(filled(nnunet={"trainer": "MyTrainer"}))
 
 
-@pytest.mark.parametrize("experiment", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("experiment", sorted((ROOT / "experiments").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_is_a_valid_override_of_the_default(experiment):
     """Would catch an experiment file whose key was renamed or removed from the schema, or whose
     values no longer pass the workflow's checks: it would only fail when someone runs it."""

@@ -12,10 +12,10 @@ SCRIPT = ROOT / "scripts" / "default_run.py"
 
 
 def test_the_default_and_an_experiment_record_to_their_own_files():
-    records = load_script("default_run").records
+    records = load_script("scripts/default_run.py").records
     assert records(None) == ("results/benchmarks/pipeline_default.csv", "results/benchmarks/default_run.json",
                              None)
-    assert records(Path("experiments/native_resolution_64.yaml")) == (
+    assert records(Path("experiments/archive/native_resolution_64.yaml")) == (
         "results/benchmarks/native_resolution_64_run.csv", "results/benchmarks/native_resolution_64_run.json",
         "results/tables/native_resolution_64_summary.csv")
 

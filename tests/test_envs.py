@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from conftest import ROOT, load_script
 
-check_envs = load_script("check_envs")
+check_envs = load_script("scripts/check_envs.py")
 RULES = check_envs.workflow_rules()
 PACKAGE = "midiffusion"
 # Imports no import statement shows: DataFrame.to_markdown imports tabulate, pandas' optional dependency.

@@ -1,4 +1,4 @@
-"""scripts/fidelity_levers.py: the means table, its Markdown, the SDEdit curve and the figure, on a
+"""tools/studies/fidelity_levers.py: the means table, its Markdown, the SDEdit curve and the figure, on a
 hand-made table (the translations and nnU-Net are the workflow's, tested elsewhere)."""
 
 import numpy as np
@@ -10,7 +10,7 @@ from conftest import load_script
 
 @pytest.fixture(scope="module")
 def levers():
-    return load_script("fidelity_levers")
+    return load_script("tools/studies/fidelity_levers.py")
 
 
 def table(levers) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from packaging.utils import canonicalize_name
 
 from conftest import ROOT, load_script
 
-check_envs = load_script("check_envs")
+check_envs = load_script("scripts/check_envs.py")
 PROJECT = check_envs.PROJECT
 EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
 ENV_FILES = check_envs.ENV_FILES

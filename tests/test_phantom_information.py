@@ -1,4 +1,4 @@
-"""scripts/phantom_information.py: the ceiling of a translation's correlation, on a hand-made run folder
+"""tools/studies/phantom_information.py: the ceiling of a translation's correlation, on a hand-made run folder
 whose reference T1w is the phantom's own."""
 
 import numpy as np
@@ -7,6 +7,8 @@ import pytest
 from conftest import load_script
 from midiffusion.io import save_volume
 from midiffusion.phantom import simulate_subject
+
+SCRIPT = "tools/studies/phantom_information.py"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def _run(tmp_path, phantom, reference):
 
 
 def test_a_noise_and_bias_free_reference_is_reached_by_the_perfect_translation_only(tmp_path, phantom):
-    row = load_script("phantom_information").subject_row(_run(tmp_path, phantom, phantom.images["T1w"]), "08")
+    row = load_script(SCRIPT).subject_row(_run(tmp_path, phantom, phantom.images["T1w"]), "08")
     assert row["perfect_translation"] == pytest.approx(1.0)
     assert row["anatomy_and_tissues"] < 0.999  # without the texture
     assert 0 < row["clean_T2w_map"] < 1
@@ -32,5 +34,5 @@ def test_a_reference_with_its_own_noise_caps_the_perfect_translation(tmp_path, p
     rng = np.random.default_rng(0)
     brain = phantom.anatomy.brain >= 0.5
     noisy = phantom.images["T1w"] + rng.normal(0, phantom.images["T1w"][brain].std(), phantom.images["T1w"].shape)
-    row = load_script("phantom_information").subject_row(_run(tmp_path, phantom, noisy), "08")
+    row = load_script(SCRIPT).subject_row(_run(tmp_path, phantom, noisy), "08")
     assert row["perfect_translation"] == pytest.approx(np.sqrt(0.5), abs=0.03)  # signal and noise of equal variance

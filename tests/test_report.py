@@ -171,13 +171,13 @@ def test_plot_sampler_curve_writes_png(tmp_path):
 
 def test_readme_summary_replaces_only_the_marked_block():
     readme = "intro\n<!-- summary:start -->\nold\n<!-- summary:end -->\nrest\n"
-    updated = load_script("readme_results").readme_with_table(readme, "summary", "# Evaluation summary\n\n| a |\n|---|\n| 1 |\n")
+    updated = load_script("scripts/readme_results.py").readme_with_table(readme, "summary", "# Evaluation summary\n\n| a |\n|---|\n| 1 |\n")
     assert updated == "intro\n<!-- summary:start -->\n| a |\n|---|\n| 1 |\n<!-- summary:end -->\nrest\n"
 
 
 @pytest.mark.parametrize("document", ["README.md", "docs/results.md", "docs/history.md"])
 def test_documents_show_the_committed_tables(document):
-    script = load_script("readme_results")
+    script = load_script("scripts/readme_results.py")
     text = (ROOT / document).read_text()
     assert script.document_with_tables(text, document) == text, "run scripts/readme_results.py"
 
