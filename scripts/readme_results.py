@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Document (relative to ROOT) -> {marker NAME: the results table copied between its markers}.
 DOCUMENTS = {
-    "README.md": {"headline": "results/tables/headline.md"},
+    "README.md": {"study_headline": "results/tables/start_study/headline.md"},
     "docs/results.md": {
         "headline": "results/tables/headline.md",
         "summary": "results/tables/summary.md",
@@ -19,6 +19,8 @@ DOCUMENTS = {
         "intensity_bound": "results/tables/intensity_bound.md",
         "intensity_bound_corr": "results/tables/intensity_bound_corr.md",
         "real_contrast": "results/tables/real_contrast.md",
+        "study_headline": "results/tables/start_study/headline.md",
+        "study_verdict": "results/tables/start_study/verdict.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
