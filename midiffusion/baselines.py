@@ -186,7 +186,7 @@ def grid_ceiling(inputs: BaselineInputs) -> np.ndarray:
     what the resampling alone costs, the ceiling of any translation made on that grid."""
     if inputs.slice_size is None:
         raise InputError("baseline grid_ceiling needs the slice size (--slice-size, config slices.size)")
-    from .slices import slice_geometry, slices_to_volume, volume_to_slices
+    from .diffusion.slices import slice_geometry, slices_to_volume, volume_to_slices
 
     geometry = slice_geometry(inputs.mask, inputs.slice_size)
     volume = slices_to_volume(volume_to_slices(inputs.target.data, geometry), geometry)

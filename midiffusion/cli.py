@@ -193,7 +193,7 @@ def _add_qc_tables(commands: _Commands) -> None:
 
 
 def cmd_slices(args: argparse.Namespace) -> None:
-    from .slices import build_training_slices
+    from .diffusion.slices import build_training_slices
 
     n = build_training_slices(args.images, args.masks, args.size, args.out)
     print(f"{n} slices of {args.size} x {args.size} -> {args.out}")
@@ -210,7 +210,7 @@ def _add_slices(commands: _Commands) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .config import DiffusionConfig
-    from .train import train
+    from .diffusion.train import train
 
     config = DiffusionConfig.from_dict({"image_size": args.image_size, **_options(args.options)})
     result = train(args.slices, args.out_dir, config)
@@ -228,7 +228,7 @@ def _add_train(commands: _Commands) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> None:
     from .config import SamplingConfig
-    from .translate import translate_volume
+    from .diffusion.translate import translate_volume
 
     config = SamplingConfig.from_dict(_options(args.options))
     translate_volume(
@@ -303,7 +303,7 @@ def _add_segment_scan(commands: _Commands) -> None:
 
 
 def cmd_benchmark_sampling(args: argparse.Namespace) -> None:
-    from .benchmark import benchmark_sampling
+    from .diffusion.benchmark import benchmark_sampling
     from .config import SamplingConfig
 
     segmenter = _segmenter(args) if args.root else None

@@ -25,16 +25,16 @@ import pandas as pd
 
 from .baselines import run_baseline
 from .config import SamplingConfig, default
+from .diffusion.model import load_model
+from .diffusion.translate import translate_volume
+from .figures import GridRow, plot_translation_grid
 from .io import InputError, Volume, atomic_path, check_mask, load_volume, save_volume
 from .layout import nnunet_checkpoint
 from .methods import METHOD_ORDER, METHODS, PRODUCERS, trainer_name
 from .metrics import evaluate_case
-from .model import load_model
 from .preprocess import correct_and_extract, normalise, tissue_labels
-from .figures import GridRow, plot_translation_grid
 from .scan import resample, working_grid
 from .segment import NnunetDirs, model_folder, segment_volumes
-from .translate import translate_volume
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ import ants
 import numpy as np
 from nibabel.processing import vox2out_vox
 
+from .baselines import BASELINES, RANK_MAPS, BaselineInputs
 from .config import NEEDS_TEMPLATE, SamplingConfig, default
+from .diffusion.model import LoadedModel, load_model
+from .diffusion.translate import translate_volume
+from .head import PROTOCOLS
 from .io import InputError, Volume, check_mask, load_volume, save_volume
 from .layout import BACKGROUND
-from .baselines import BASELINES, RANK_MAPS, BaselineInputs
-from .head import PROTOCOLS
-from .model import LoadedModel, load_model
 from .preprocess import correct_and_extract, normalise, to_ants
 from .segment import Device, NnunetDirs, model_folder, segment_volumes
-from .translate import translate_volume
 
 log = logging.getLogger(__name__)
 

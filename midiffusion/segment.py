@@ -28,7 +28,7 @@ import torch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
 from midiffusion.layout import NNUNET_CHECKPOINT, TISSUE_LABELS, dataset_name, dataset_prefix, nnunet_checkpoint, nnunet_model_dir
-from midiffusion.model import select_device
+from midiffusion.diffusion.model import select_device
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
 LABELS = {"background": 0, **TISSUE_LABELS}

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-import midiffusion.sampling as sampling_module
-import midiffusion.train as train_module
+import midiffusion.diffusion.sampling as sampling_module
+import midiffusion.diffusion.train as train_module
 from midiffusion.config import DiffusionConfig, SamplingConfig
-from midiffusion.lmi import lmi_condition, local_mutual_information, to_unit
-from midiffusion.model import build_model, load_model, save_model
-from midiffusion.sampling import _Denoiser, sample
-from midiffusion.schedule import DDPMSchedule
-from midiffusion.translate import sample_slices
-from midiffusion.unet import UNet
+from midiffusion.diffusion.lmi import lmi_condition, local_mutual_information, to_unit
+from midiffusion.diffusion.model import build_model, load_model, save_model
+from midiffusion.diffusion.sampling import _Denoiser, sample
+from midiffusion.diffusion.schedule import DDPMSchedule
+from midiffusion.diffusion.translate import sample_slices
+from midiffusion.diffusion.unet import UNet
 
 LMI = {"bins": 4, "sigma": 0.15}  # cheap and non-default: a dropped setting shows
 TIGHT = {"atol": 1e-6, "rtol": 0}

@@ -129,7 +129,7 @@ def test_every_experiment_is_a_valid_override_of_the_default(experiment):
 
 
 def test_cpu_bfloat16_is_on_off_or_decided_by_the_cpu():
-    from midiffusion.model import build_model, native_cpu_bfloat16
+    from midiffusion.diffusion.model import build_model, native_cpu_bfloat16
 
     tiny = dict(image_size=16, base_channels=8, channel_mults=(1, 2), attention_resolutions=(8,), num_res_blocks=1)
     assert DiffusionConfig().cpu_bfloat16 == "auto"

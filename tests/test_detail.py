@@ -1,10 +1,10 @@
-"""Detail transfer (midiffusion.detail): the source's fine detail put back into a coarse translation."""
+"""Detail transfer (midiffusion.diffusion.detail): the source's fine detail put back into a coarse translation."""
 
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from midiffusion.detail import transfer_detail
+from midiffusion.diffusion.detail import transfer_detail
 from midiffusion.io import InputError
 
 

@@ -10,7 +10,7 @@ import torch
 
 from midiffusion import lmi
 from midiffusion.io import InputError
-from midiffusion.lmi import (
+from midiffusion.diffusion.lmi import (
     DEFAULT_BINS,
     DEFAULT_SIGMA,
     lmi_condition,

@@ -4,10 +4,10 @@ from torch import nn
 
 from midiffusion.config import SamplingConfig
 from midiffusion.io import InputError
-from midiffusion.lmi import local_mutual_information, to_unit
-from midiffusion.sampling import sample
-from midiffusion.schedule import DDPMSchedule
-from midiffusion.unet import UNet
+from midiffusion.diffusion.lmi import local_mutual_information, to_unit
+from midiffusion.diffusion.sampling import sample
+from midiffusion.diffusion.schedule import DDPMSchedule
+from midiffusion.diffusion.unet import UNet
 
 LMI = {"bins": 4, "sigma": 0.15}
 

@@ -12,12 +12,12 @@ from torch import nn
 from midiffusion import cli
 from midiffusion.config import DiffusionConfig, SamplingConfig, schema
 from midiffusion.io import InputError, load_volume, save_volume
-from midiffusion.lmi import local_mutual_information, to_unit
-from midiffusion.model import build_model, save_model
-from midiffusion.sampling import sample
-from midiffusion.schedule import DDPMSchedule
-from midiffusion.translate import translate_volume
-from midiffusion.unet import UNet
+from midiffusion.diffusion.lmi import local_mutual_information, to_unit
+from midiffusion.diffusion.model import build_model, save_model
+from midiffusion.diffusion.sampling import sample
+from midiffusion.diffusion.schedule import DDPMSchedule
+from midiffusion.diffusion.translate import translate_volume
+from midiffusion.diffusion.unet import UNet
 
 from conftest import ROOT
 
@@ -191,7 +191,7 @@ def test_translate_cli_takes_a_start_path():
 
 def test_detail_transfer_puts_the_sources_detail_back(volumes):
     """At t0 = 0 the translation is the negated source through the slice grid, blurred; the local fit on
-    the source through the same grid (midiffusion.detail) returns the negated source at full resolution."""
+    the source through the same grid (midiffusion.diffusion.detail) returns the negated source at full resolution."""
     source = load_volume(volumes / "source.nii.gz").data
     mask = load_volume(volumes / "mask.nii.gz").data > 0
     blurred, detailed = (

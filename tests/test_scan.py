@@ -16,7 +16,7 @@ from midiffusion.io import Volume, load_volume, save_volume
 from midiffusion.layout import BACKGROUND
 from midiffusion.metrics import dice_per_class
 from midiffusion.baselines import BaselineInputs, invert, reference_quantiles
-from midiffusion.model import LoadedModel, build_model, save_model
+from midiffusion.diffusion.model import LoadedModel, build_model, save_model
 from midiffusion.template import reference_head
 
 from conftest import ROOT
@@ -146,7 +146,7 @@ def test_invert_start_is_the_negated_source_on_the_target_quantiles():
 def test_one_scan_starts_from_the_workflows_map(tmp_path):
     """The training slices keep the volumes' brain quantiles, which model.pt carries: one scan's invert start
     is then the workflow's invert image of the same case, to the bit."""
-    from midiffusion.slices import build_training_slices
+    from midiffusion.diffusion.slices import build_training_slices
 
     rng = np.random.default_rng(0)
     mask = np.zeros((12, 12, 6), bool)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from midiffusion.io import InputError
-from midiffusion.schedule import DDPMSchedule
+from midiffusion.diffusion.schedule import DDPMSchedule
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from midiffusion.io import InputError, save_volume
-from midiffusion.slices import build_training_slices, slice_geometry, slices_to_volume, volume_to_slices
+from midiffusion.diffusion.slices import build_training_slices, slice_geometry, slices_to_volume, volume_to_slices
 
 
 def _brain(shape=(30, 34, 12)):

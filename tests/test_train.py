@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import midiffusion.train as train_module
+import midiffusion.diffusion.train as train_module
 from midiffusion.io import InputError
 from midiffusion.config import DiffusionConfig
-from midiffusion.model import build_schedule, load_model, select_device
-from midiffusion.train import load_slices, train
+from midiffusion.diffusion.model import build_schedule, load_model, select_device
+from midiffusion.diffusion.train import load_slices, train
 
 TINY = dict(
     image_size=16, base_channels=8, channel_mults=[1, 2], attention_resolutions=[8], num_res_blocks=1,

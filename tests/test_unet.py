@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from midiffusion.io import InputError
-from midiffusion.unet import AttentionBlock, UNet, timestep_embedding
+from midiffusion.diffusion.unet import AttentionBlock, UNet, timestep_embedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

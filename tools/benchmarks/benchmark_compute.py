@@ -26,9 +26,9 @@ import yaml
 
 from midiffusion.config import DiffusionConfig, SamplingConfig
 from midiffusion.io import append_csv_rows
-from midiffusion.model import load_model, select_device
-from midiffusion.train import train
-from midiffusion.translate import sample_slices
+from midiffusion.diffusion.model import load_model, select_device
+from midiffusion.diffusion.train import train
+from midiffusion.diffusion.translate import sample_slices
 
 OUT = Path("results/benchmarks/compute.csv")
 COLUMNS = ["date", "machine", "device", "config", "image_size", "parameters", "batch_size", "bfloat16", "train_s_per_step",

@@ -6,7 +6,7 @@ per-sampling-step cost: LMI(anchor, anchor) is cached) at the default bins and s
 config/paper.yaml's, on two inputs: real slices (two batches of the default run's normalised T1w
 training slices, resized) and uniform noise; then one UNet forward on the same batch, and a
 straightforward unfold-based vectorised implementation of the same definition. The UNet is the
-project's own (midiffusion.unet.UNet) at paper size. The calls alternate, so the ratio of one run
+project's own (midiffusion.diffusion.unet.UNet) at paper size. The calls alternate, so the ratio of one run
 is fair on a shared machine. Prints the rows and appends them to results/benchmarks/lmi_bins.csv
 (results/benchmarks/lmi.csv holds earlier rows, defaults and noise only, without the last columns);
 load_avg_1min says how busy the shared machine was.
@@ -30,12 +30,12 @@ import torch.nn.functional as F
 import yaml
 
 from midiffusion.io import append_csv_rows
-from midiffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, local_mutual_information, to_unit
-from midiffusion.unet import UNet
+from midiffusion.diffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, local_mutual_information, to_unit
+from midiffusion.diffusion.unet import UNet
 
 COLUMNS = ["date", "machine", "device", "batch", "size", "bins", "sigma", "lmi_ms", "unet_forward_ms", "ratio",
            "reference_ms", "speedup_over_reference", "reference_note", "load_avg_1min", "input", "unet"]
-UNET = "midiffusion.unet.UNet, paper size: channels 64-128-128-128, 2 res blocks, attention at 16x16"
+UNET = "midiffusion.diffusion.unet.UNet, paper size: channels 64-128-128-128, 2 res blocks, attention at 16x16"
 
 
 def reference_lmi(anchor, other, patch=3, window=3, bins=DEFAULT_BINS, sigma=DEFAULT_SIGMA):

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from midiffusion.config import DiffusionConfig
-from midiffusion.train import _new_run, _train_step, load_slices, self_lmi_cache
+from midiffusion.diffusion.train import _new_run, _train_step, load_slices, self_lmi_cache
 from profile_training import machine_description, write_benchmark
 
 # name -> (threads, what the variant changes)

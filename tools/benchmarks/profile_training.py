@@ -34,22 +34,22 @@ from machine import machine_description  # noqa: E402
 
 # part -> (file suffix, function name) of the function whose cumulative time is that part
 PARTS = {
-    "anchors (contrast augmentation)": ("midiffusion/train.py", "_anchors"),
-    "LMI condition": ("midiffusion/train.py", "training_condition"),
-    "UNet forward": ("midiffusion/unet.py", "forward"),
+    "anchors (contrast augmentation)": ("midiffusion/diffusion/train.py", "_anchors"),
+    "LMI condition": ("midiffusion/diffusion/train.py", "training_condition"),
+    "UNet forward": ("midiffusion/diffusion/unet.py", "forward"),
     "backward": ("torch/_tensor.py", "backward"),
     "gradient clipping": ("torch/nn/utils/clip_grad.py", "clip_grad_norm_"),
     "Adam step": ("torch/optim/adam.py", "step"),
-    "EMA update": ("midiffusion/train.py", "_update_ema"),
-    "checkpoints": ("midiffusion/train.py", "_save_checkpoint"),
+    "EMA update": ("midiffusion/diffusion/train.py", "_update_ema"),
+    "checkpoints": ("midiffusion/diffusion/train.py", "_save_checkpoint"),
 }
 # once per run, not per step: left out of the step's time and reported apart
 ONCE = {
-    "self-LMI cache": ("midiffusion/train.py", "self_lmi_cache"),
-    "slices": ("midiffusion/train.py", "load_slices"),
-    "model set-up": ("midiffusion/train.py", "_new_run"),
-    "loss curve": ("midiffusion/train.py", "_write_losses"),
-    "final model": ("midiffusion/model.py", "save_model"),
+    "self-LMI cache": ("midiffusion/diffusion/train.py", "self_lmi_cache"),
+    "slices": ("midiffusion/diffusion/train.py", "load_slices"),
+    "model set-up": ("midiffusion/diffusion/train.py", "_new_run"),
+    "loss curve": ("midiffusion/diffusion/train.py", "_write_losses"),
+    "final model": ("midiffusion/diffusion/model.py", "save_model"),
 }
 
 
@@ -82,7 +82,7 @@ def write_benchmark(table: pd.DataFrame, out: Path, machine: str, append: bool =
 
 
 def profile(slices: Path, steps: int, config: DiffusionConfig) -> pd.DataFrame:
-    from midiffusion.train import train
+    from midiffusion.diffusion.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         profiler = cProfile.Profile()
@@ -91,7 +91,7 @@ def profile(slices: Path, steps: int, config: DiffusionConfig) -> pd.DataFrame:
         profiler.disable()
     stats = pstats.Stats(profiler)
     once = {part: cumulative_seconds(stats, *where) for part, where in ONCE.items()}
-    step_total = (cumulative_seconds(stats, "midiffusion/train.py", "train") - sum(once.values())) / steps
+    step_total = (cumulative_seconds(stats, "midiffusion/diffusion/train.py", "train") - sum(once.values())) / steps
     parts = {part: cumulative_seconds(stats, *where) / steps for part, where in PARTS.items()}
     parts["rest (batch, noise, loss)"] = step_total - sum(parts.values())
     rows = [{"part": part, "seconds": round(s, 4), "share_of_step": round(s / step_total, 3)} for part, s in parts.items()]

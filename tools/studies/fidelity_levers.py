@@ -46,11 +46,11 @@ from midiffusion.config import SamplingConfig
 from midiffusion.io import InputError, atomic_path, load_volume
 from midiffusion.layout import NNUNET_ROOT, RESULTS, SPLIT_FILE, TISSUE_LABELS
 from midiffusion.metrics import evaluate_case
-from midiffusion.model import load_model
-from midiffusion.schedule import DDPMSchedule
+from midiffusion.diffusion.model import load_model
+from midiffusion.diffusion.schedule import DDPMSchedule
 from midiffusion.segment import NnunetDirs, segment_volumes
-from midiffusion.slices import slice_geometry
-from midiffusion.translate import translate_volume
+from midiffusion.diffusion.slices import slice_geometry
+from midiffusion.diffusion.translate import translate_volume
 
 
 RUN_MODEL = "diffusion/model.pt"  # the run's diffusion model, in its results folder
@@ -108,7 +108,7 @@ VARIANTS = [
     Variant("sdedit_invert_t0.2_guidance_1", {**INVERT_START, "start_t0": 0.2}),
     Variant("sdedit_invert_t0.3_guidance_1", {**INVERT_START, "start_t0": 0.3}),
     Variant("sdedit_invert_t0.0", {"start": "invert", "start_t0": 0.0}),  # invert through the slice grid
-    # Detail transfer (midiffusion.detail): the source's full-resolution detail put back by a local linear
+    # Detail transfer (midiffusion.diffusion.detail): the source's full-resolution detail put back by a local linear
     # fit over (2 r + 1)^3 voxels with ridge eps; on the invert start, and on the noise start.
     *(Variant(f"sdedit_invert_t0.1_guidance_1+detail_r{r}_eps{eps:g}", {**INVERT_START, "detail_radius": r,
                                                                        "detail_eps": eps})

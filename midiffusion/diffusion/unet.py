@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from midiffusion.config import unet_feature_map_sizes
-from midiffusion.io import InputError
+from ..config import unet_feature_map_sizes
+from ..io import InputError
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from midiffusion.config import SamplingConfig
-from midiffusion.io import InputError
-from midiffusion.lmi import lmi_condition, local_mutual_information, to_unit
-from midiffusion.schedule import DDPMSchedule
+from ..config import SamplingConfig
+from ..io import InputError
+from .lmi import lmi_condition, local_mutual_information, to_unit
+from .schedule import DDPMSchedule
 
 
 @dataclass

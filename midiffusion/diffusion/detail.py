@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from .io import InputError
-from .layout import BACKGROUND
+from ..io import InputError
+from ..layout import BACKGROUND
 
 _ABOVE_BACKGROUND = 1e-6
 

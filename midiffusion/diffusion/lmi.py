@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from midiffusion.io import InputError
+from ..io import InputError
 
 DEFAULT_BINS = 8
 DEFAULT_SIGMA = 0.07

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DiffusionConfig
-from .io import InputError, atomic_path
+from ..config import DiffusionConfig
+from ..io import InputError, atomic_path
 from .schedule import DDPMSchedule
 from .unet import UNet
 

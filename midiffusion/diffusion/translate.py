@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import SamplingConfig
+from ..config import SamplingConfig
+from ..io import InputError, check_mask, check_same_grid, load_volume, save_volume
+from ..layout import BACKGROUND
 from .detail import transfer_detail
-from .io import InputError, check_mask, check_same_grid, load_volume, save_volume
-from .layout import BACKGROUND
 from .model import LoadedModel, load_model
 from .sampling import sample
 from .slices import slice_geometry, slices_to_volume, volume_to_slices
@@ -81,7 +81,7 @@ def translate_volume(
     """Sample every brain slice of the normalised source volume, reassemble on the mask's grid.
 
     Writes the mean over `config.n_samples` samples to `out_path` (background -1 outside the brain mask;
-    a guided translation with the source's detail put back: config.detail_radius, midiffusion.detail)
+    a guided translation with the source's detail put back: config.detail_radius, detail.py)
     and, when `std_path` is given, the voxelwise standard deviation over the samples. Unguided
     sampling reads no source (source_path may be None): its image depends on the brain mask only.
     `start_path`: the SDEdit start volume in [-1, 1] on the mask's grid (the config.start baseline's

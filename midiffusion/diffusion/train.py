@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from midiffusion.config import DiffusionConfig
-from midiffusion.io import InputError, atomic_path
-from midiffusion.lmi import lmi_condition, local_mutual_information, to_unit
-from midiffusion.baselines import reference_quantiles
-from midiffusion.model import MODEL_FILE, build_model, build_schedule, save_model, select_device
-from midiffusion.schedule import DDPMSchedule
-from midiffusion.unet import UNet
+from ..baselines import reference_quantiles
+from ..config import DiffusionConfig
+from ..io import InputError, atomic_path
+from .lmi import lmi_condition, local_mutual_information, to_unit
+from .model import MODEL_FILE, build_model, build_schedule, save_model, select_device
+from .schedule import DDPMSchedule
+from .unet import UNet
 
 CHECKPOINT = "checkpoint.pt"
 # Keys that may change between a checkpoint and the run that resumes it (the rest define the run).

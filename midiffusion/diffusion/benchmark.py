@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import SamplingConfig
-from .io import atomic_path, check_mask, check_same_grid, load_volume, save_volume
-from .layout import BACKGROUND
-from .metrics import dice_per_class, image_metrics
+from ..config import SamplingConfig
+from ..io import atomic_path, check_mask, check_same_grid, load_volume, save_volume
+from ..layout import BACKGROUND
+from ..metrics import dice_per_class, image_metrics
 from .model import load_model
 from .slices import slice_geometry, slices_to_volume, volume_to_slices
 from .translate import sample_slices

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from midiffusion.io import InputError
+from ..io import InputError
 
 
 @dataclass
