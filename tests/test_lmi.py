@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from midiffusion import lmi
-from midiffusion.io import InputError
+from midiffusion.diffusion import lmi
 from midiffusion.diffusion.lmi import (
     DEFAULT_BINS,
     DEFAULT_SIGMA,
@@ -18,6 +17,7 @@ from midiffusion.diffusion.lmi import (
     parzen_weights,
     to_unit,
 )
+from midiffusion.io import InputError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
