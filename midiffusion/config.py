@@ -142,8 +142,6 @@ class DiffusionConfig:
     anchor_contrast_knots: int = _field("diffusion", "anchor_contrast_knots")
     pairing: Literal["x_t", "x_t_plus_1"] = _field("diffusion", "pairing")
     random_flip: bool = _field("diffusion", "random_flip")
-    deform_copies: int = _field("diffusion", "deform_copies")
-    deform_pixels: float = _field("diffusion", "deform_pixels")
     lmi_patch: int = _field("diffusion", "lmi_patch")
     lmi_window: int = _field("diffusion", "lmi_window")
     lmi_bins: int = _field("diffusion", "lmi_bins")
@@ -162,7 +160,6 @@ class DiffusionConfig:
         checks |= {
             "anchor_contrast_p in [0, 1]": 0 <= self.anchor_contrast_p <= 1,
             "anchor_contrast_knots >= 2": self.anchor_contrast_knots >= 2,
-            "deform_copies >= 0 and deform_pixels >= 0": self.deform_copies >= 0 and self.deform_pixels >= 0,
             "lmi_bins >= 2": self.lmi_bins >= 2,
             "beta_end >= beta_start, both in (0, 1)": 0 < self.beta_start <= self.beta_end < 1,
             f"pairing in {_choices('diffusion', 'pairing')}": self.pairing in _choices("diffusion", "pairing"),

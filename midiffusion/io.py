@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import tempfile
@@ -52,19 +50,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def append_csv_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
-    """Append `rows` to the CSV at `path` (the header first when the file is new), atomically."""
-    path = Path(path)
-    old = path.read_text() if path.exists() else ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")  # "\n" as read_text gives back
-    if not old:
-        writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(old + buffer.getvalue())
 
 
 def load_volume(path: str | Path, *, allow_nan: bool = False, canonical: bool = False) -> Volume:

@@ -145,34 +145,6 @@ def test_anchor_contrast_training_lowers_the_loss_and_resumes_old_checkpoints(tm
     assert train(blobs, old, config(steps=3), progress=False).start_step == 2
 
 
-def test_deformed_copies_move_the_anatomy_and_keep_the_background(blobs):
-    images = load_slices(blobs, 16)
-    out = train_module.with_deformed_copies(images, copies=2, pixels=1.5, seed=3)
-    n = len(images)
-    assert out.shape == (3 * n, 1, 16, 16) and torch.equal(out[:n], images)
-    assert out.min() >= -1 and out.max() <= 1
-    copy = out[n:2 * n]
-    moved = (copy - images).abs().amax(dim=(1, 2, 3))
-    assert torch.all(moved > 0.05)  # every slice's blob moved
-    # Background farther from the brain than the field reaches (7 pixels, 4.7 sigma) stays background.
-    far = torch.nn.functional.max_pool2d((images > -1).float(), 15, stride=1, padding=7) == 0
-    assert far.sum() > 100 and torch.all(copy[far] == -1)
-    assert not torch.equal(out[n:2 * n], out[2 * n:])  # each copy its own field
-    assert torch.equal(out, train_module.with_deformed_copies(images, copies=2, pixels=1.5, seed=3))
-    assert train_module.with_deformed_copies(images, copies=0, pixels=1.5) is images
-
-
-def test_training_on_deformed_copies_keeps_the_targets_intensity_quantiles(tmp_path, blobs):
-    result = train(blobs, tmp_path, config(steps=2, deform_copies=2, deform_pixels=1.0), progress=False)
-    plain = train(blobs, tmp_path / "plain", config(steps=2), progress=False)
-    deformed_model = torch.load(result.model_path, weights_only=True)
-    plain_model = torch.load(plain.model_path, weights_only=True)
-    assert deformed_model["config"]["deform_copies"] == 2
-    assert torch.equal(deformed_model["target_quantiles"], plain_model["target_quantiles"])
-    with pytest.raises(InputError, match="deform_copies"):
-        train(blobs, tmp_path, config(steps=3, deform_copies=1, deform_pixels=1.0), progress=False)
-
-
 def test_min_snr_training_lowers_the_loss(tmp_path, blobs):
     train(blobs, tmp_path, config(steps=60, lr=2e-3, checkpoint_every=50, min_snr_gamma=5.0), progress=False)
     losses = read_losses(tmp_path)[1]  # the unweighted epsilon MSE is what loss.csv records
@@ -223,6 +195,14 @@ def test_resume_with_another_model_config_is_refused(tmp_path, blobs):
     train(blobs, tmp_path, config(steps=1), progress=False)
     with pytest.raises(InputError, match="lr"):
         train(blobs, tmp_path, config(steps=2, lr=1e-3), progress=False)
+
+
+def test_a_model_file_with_retired_settings_still_loads(tmp_path, blobs):
+    result = train(blobs, tmp_path, config(steps=2), progress=False)
+    state = torch.load(result.model_path, weights_only=True)
+    state["config"] |= {"deform_copies": 3, "deform_pixels": 2.0}  # as files written before their removal
+    torch.save(state, result.model_path)
+    assert load_model(result.model_path, "cpu").config == config(steps=2)
 
 
 def test_load_model_rejects_other_files(tmp_path):

@@ -17,6 +17,10 @@ from .schedule import DDPMSchedule
 from .unet import UNet
 
 MODEL_FILE = "model.pt"
+# Training settings measured, dropped and removed (docs/history.md) that older model files still carry.
+RETIRED_KEYS = ("deform_copies", "deform_pixels")
+
+
 @dataclass
 class LoadedModel:
     """A trained model ready to sample: the EMA UNet (eval mode), its schedule and its config, whose
@@ -95,8 +99,9 @@ def load_model(path: Path, device: str | torch.device = "auto") -> LoadedModel:
     device = select_device(device) if isinstance(device, str) else device
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        # Keys added since the file was written take their defaults, which keep the old behaviour.
-        config = DiffusionConfig.from_dict(state["config"])
+        # Keys added since the file was written take their defaults, which keep the old behaviour; the
+        # retired keys only shaped the training data, so they are dropped.
+        config = DiffusionConfig.from_dict({k: v for k, v in state["config"].items() if k not in RETIRED_KEYS})
     except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
         raise InputError(f"{path}: not a midiffusion model file ({error})") from None
     model = build_model(config).to(device)

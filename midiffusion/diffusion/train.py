@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..baselines import reference_quantiles
@@ -199,33 +198,6 @@ def random_contrast(unit: torch.Tensor, knots: int, generator: torch.Generator |
     return torch.where(unit > 0, curve, torch.zeros_like(unit))
 
 
-def with_deformed_copies(images: torch.Tensor, copies: int, pixels: float, seed: int = 0) -> torch.Tensor:
-    """The slices followed by `copies` smoothly deformed versions of each: (N, 1, S, S) -> ((1 + copies) N, 1, S, S).
-
-    Every phantom subject is one anatomy under a mild warp; the copies widen the anatomy the
-    model's prior knows (measured without gain at the default's budget: docs/history.md, "Training
-    anatomy and the sampler start"). A deformation moves the points of a 4 x 4 control grid by
-    N(0, pixels) in each direction and interpolates the field smoothly (bicubic) over the slice; the
-    background (-1) stays background.
-    Made once before training, so the self-LMI cache covers the copies and a step costs what it did.
-    """
-    if copies == 0 or pixels == 0:
-        return images
-    n, _, height, width = images.shape
-    generator = torch.Generator().manual_seed(seed)
-    identity = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), [n, 1, height, width], align_corners=True)
-    scale = torch.tensor([2 / (width - 1), 2 / (height - 1)])  # pixels -> grid_sample's [-1, 1] units
-    deformed = [images]
-    for _ in range(copies):
-        control = torch.randn(n, 2, 4, 4, generator=generator) * pixels
-        field = F.interpolate(control, size=(height, width), mode="bicubic", align_corners=True)
-        grid = identity + field.permute(0, 2, 3, 1) * scale
-        # Warped as offsets from the background, which interpolate to exactly 0: background stays -1.
-        warped = F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        deformed.append((warped - 1).clamp(-1, 1))
-    return torch.cat(deformed)
-
-
 def _loss_weights(schedule: DDPMSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
     """Per-sample loss weights: min(SNR_t, gamma) / SNR_t (Min-SNR-gamma, Hang et al. 2023, for epsilon
     prediction: less weight on the nearly clean steps, which converge slowly and matter little); ones
@@ -326,7 +298,7 @@ def train(slices_path: Path, out_dir: Path, config: DiffusionConfig, *, progress
     out_dir = Path(out_dir)
     device = select_device(config.device)
     slices = load_slices(slices_path, config.image_size)
-    images = with_deformed_copies(slices, config.deform_copies, config.deform_pixels, config.seed).to(device)
+    images = slices.to(device)
     run = _new_run(config, device)
     checkpoint = out_dir / CHECKPOINT
     if checkpoint.exists():

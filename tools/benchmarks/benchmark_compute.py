@@ -25,10 +25,10 @@ import torch
 import yaml
 
 from midiffusion.config import DiffusionConfig, SamplingConfig
-from midiffusion.io import append_csv_rows
 from midiffusion.diffusion.model import load_model, select_device
 from midiffusion.diffusion.train import train
 from midiffusion.diffusion.translate import sample_slices
+from profile_training import append_csv_rows
 
 OUT = Path("results/benchmarks/compute.csv")
 COLUMNS = ["date", "machine", "device", "config", "image_size", "parameters", "batch_size", "bfloat16", "train_s_per_step",

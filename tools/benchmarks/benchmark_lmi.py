@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from midiffusion.io import append_csv_rows
 from midiffusion.diffusion.lmi import DEFAULT_BINS, DEFAULT_SIGMA, local_mutual_information, to_unit
 from midiffusion.diffusion.unet import UNet
+from profile_training import append_csv_rows
 
 COLUMNS = ["date", "machine", "device", "batch", "size", "bins", "sigma", "lmi_ms", "unet_forward_ms", "ratio",
            "reference_ms", "speedup_over_reference", "reference_note", "load_avg_1min", "input", "unet"]

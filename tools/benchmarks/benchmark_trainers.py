@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from midiffusion.io import append_csv_rows, load_volume, save_volume
+from midiffusion.io import load_volume, save_volume
 from midiffusion.methods import trainer_name
 from midiffusion.phantom import build_subject, subject_paths
 from midiffusion.preprocess import normalise
 from midiffusion.segment import Case, NnunetDirs, export_training_set, plan_and_preprocess
-from profile_training import machine_description
+from profile_training import append_csv_rows, machine_description
 
 TARGET = "nnUNetTrainer_midiffusion_quick"
 SEGMENTERS = ["target", "strong_aug", "domain_rand"]  # the target's trainer and its rivals'

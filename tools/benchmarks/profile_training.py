@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import csv
 import datetime
+import io
 import os
 import pstats
 import sys
@@ -67,6 +69,19 @@ def current_load() -> str:
 
 def itk_threads() -> str:
     return f"ITK threads {os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS', 'all')}"
+
+
+def append_csv_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
+    """Append `rows` to the CSV at `path` (the header first when the file is new), atomically."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")  # "\n" as read_text gives back
+    if not old:
+        writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(old + buffer.getvalue())
 
 
 def write_benchmark(table: pd.DataFrame, out: Path, machine: str, append: bool = False) -> None:

@@ -114,14 +114,12 @@ VARIANTS = [
                                                                        "detail_eps": eps})
       for r, eps in ((1, 0.01), (2, 0.01), (3, 0.01), (2, 0.001), (2, 0.1), (1, 0.001))),
     Variant("default+detail_r2_eps0.01", {"detail_radius": 2, "detail_eps": 0.01}),
-    # Around today's default (the invert start at t0 0.1 with the detail transfer r 1, eps 0.001): t0, and
-    # models trained on more varied anatomy (`diffusion.deform_copies` deformed copies of every training
-    # slice, control points moved by `deform_pixels`), trained beside the run's model (experiments/archive/README.md).
+    # Around the default of then (the invert start at t0 0.1 with the detail transfer r 1, eps 0.001): t0 and
+    # the atlas_map start. (Models trained on deformed copies of the slices were measured here too, with a
+    # training setting since removed: docs/history.md, "Training anatomy and the sampler start".)
     *(Variant(f"sdedit_invert_t{t0:g}_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start_t0": t0})
       for t0 in (0.05, 0.2)),
     Variant("sdedit_atlas_t0.1_guidance_1+detail_r1_eps0.001", {**DETAIL_DEFAULT, "start": "atlas_map"}),
-    *(Variant(f"deform3_px{px}+detail_r1_eps0.001", DETAIL_DEFAULT, model=f"diffusion_deform3_px{px}/model.pt")
-      for px in (2, 4)),
     # The sampler's other levers, measured again on top of that default: averaging samples, a deterministic
     # DDIM (eta 0), classifier-free guidance above 1, LMI gradient guidance.
     *(Variant(f"sdedit_invert_t0.1_guidance_1+detail_r1_eps0.001+{name}", {**DETAIL_DEFAULT, **settings})
