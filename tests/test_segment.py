@@ -10,16 +10,20 @@ import numpy as np
 import pytest
 import torch
 
+import yaml
+
+from conftest import ROOT
+from midiffusion.cohort import read_split
 from midiffusion.io import InputError, save_volume
-from midiffusion.segment import (
-    Case, NnunetDirs, export_training_set, plan_and_preprocess, predict, train, training_curve,
-)
+from midiffusion.layout import NNUNET_ROOT, SPLIT_FILE, nnunet_checkpoint, preprocessed_dir
+from midiffusion.segment import Case, NnunetDirs, export_training_set, model_folder, predict, training_curve
 
 SHAPE = (24, 24, 16)
 # a non-trivial grid (anisotropic voxels, shifted origin) so that affine round trips are tested
 AFFINE = np.diag([1.0, 1.0, 1.5, 1.0])
 AFFINE[:3, 3] = (-12.0, -14.0, 5.0)
-CI_TRAINER = "nnUNetTrainer_midiffusion_ci"
+CI = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+CI_TRAINER = CI["nnunet"]["trainer"]
 
 
 def _blob_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,27 +119,26 @@ def test_a_failing_nnunet_command_raises_with_its_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_plan_train_predict_with_the_ci_trainer(tmp_path):
-    dirs = NnunetDirs(tmp_path / "nnunet")
-    cases = _write_cases(tmp_path / "train", 6)
-    export_training_set(cases, dirs, 1, "T1w")
-    preprocessed = plan_and_preprocess(dirs, 1, "2d", num_processes=1)
-    assert (preprocessed / "nnUNetPlans.json").exists()
-
-    checkpoint = train(dirs, 1, "2d", trainer=CI_TRAINER, device="cpu", num_processes=0)
+def test_predict_with_the_ci_runs_nnunet_takes_any_naming(tmp_path, ci_run):
+    """The ci workflow planned and trained its T1w nnU-Net through this module (its rules call
+    plan_and_preprocess and train); predicting takes volumes named, and compressed or not, as other code
+    writes them, and gives back their grids."""
+    dirs = NnunetDirs(ci_run / NNUNET_ROOT)
+    dataset_id, target = CI["nnunet"]["dataset_id"], CI["data"]["target"]
+    checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, "2d", CI_TRAINER))
     assert torch.load(checkpoint, map_location="cpu", weights_only=False)["current_epoch"] == 2
-
-    # test volumes written by other code, with their own naming (and one not gzipped)
-    tests = _write_cases(tmp_path / "test", 2, seed=1)
-    plain = tmp_path / "test" / "translated.nii"
-    save_volume(plain, nib.load(tests[1].image).get_fdata(), AFFINE)
-    inputs = {"subj-a": tests[0].image, "subj-b": plain}
-    outputs = predict(dirs, 1, inputs, tmp_path / "seg", trainer=CI_TRAINER, device="cpu", num_processes=0)
+    subject = read_split(ci_run / SPLIT_FILE).test[0]
+    image = ci_run / preprocessed_dir(subject) / f"{target}_norm.nii.gz"
+    plain = tmp_path / "translated.nii"
+    source = nib.load(image)
+    save_volume(plain, source.get_fdata(), source.affine)
+    inputs = {"subj-a": image, "subj-b": plain}
+    outputs = predict(dirs, dataset_id, inputs, tmp_path / "seg", trainer=CI_TRAINER, device="cpu", num_processes=0)
     assert outputs == {case: tmp_path / "seg" / f"{case}.nii.gz" for case in inputs}
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["subj-a.nii.gz", "subj-b.nii.gz"]
     for path in outputs.values():
         seg = nib.load(path)
-        assert seg.shape == SHAPE and np.allclose(seg.affine, AFFINE, atol=1e-4)
+        assert seg.shape == source.shape and np.allclose(seg.affine, source.affine, atol=1e-4)
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
 
 
