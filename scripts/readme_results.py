@@ -21,6 +21,7 @@ DOCUMENTS = {
         "real_contrast": "results/tables/real_contrast.md",
         "study_headline": "results/tables/start_study/headline.md",
         "study_verdict": "results/tables/start_study/verdict.md",
+        "study_supervised_bound": "results/tables/start_study/supervised_bound.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
