@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import tempfile
@@ -5,6 +6,7 @@ import tempfile
 import ants
 import numpy as np
 
+from conftest import BIN
 from midiffusion.io import load_volume, save_volume
 from midiffusion.metrics import pearson_correlation
 from midiffusion.preprocess import SubjectImages, atropos_labels, preprocess_subject
@@ -46,3 +48,18 @@ def test_preprocess_writes_the_registered_template_on_the_target_grid(tmp_path):
     np.testing.assert_allclose(template.affine, target.affine, atol=1e-5)
     inside = mask.data > 0
     assert pearson_correlation(template.data[inside], target.data[inside]) > 0.9
+
+
+def test_preprocessing_twice_gives_the_same_images(tmp_path):
+    # As the workflow runs it (one ITK thread, a process per subject): ANTs' random sampling is seeded, not
+    # left to the clock, so a rerun reproduces the brain mask and the images (8 mm heads: cheap).
+    images = [f"--image={contrast}={save_volume(tmp_path / f'{contrast}.nii.gz', head.image, head.affine)}"
+              for contrast, head in ((c, reference_head(8.0, c)) for c in ("T1w", "PDw"))]
+    env = os.environ | {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
+    for run in ("first", "again"):
+        command = [str(BIN / "midiffusion"), "preprocess", "--subject", "01", "--target", "T1w", *images,
+                   "--no-n4", "--out-dir", str(tmp_path / run)]
+        subprocess.run(command, env=env, check=True, capture_output=True)
+    for name in ("brainmask", "T1w_norm", "PDw_norm"):
+        first, again = (load_volume(tmp_path / run / f"{name}.nii.gz").data for run in ("first", "again"))
+        np.testing.assert_array_equal(again, first, err_msg=name)
