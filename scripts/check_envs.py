@@ -42,6 +42,10 @@ CI_CONFIG = ROOT / "config" / "ci.yaml"
 TARGETS = ["all", "real_contrast", "supervised_bound"]  # every rule runs: these two are outside `all`
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RUNNER_ENV = "workflow"  # the env that runs Snakemake itself
+# Envs in the order the pipeline makes their rules' inputs: an env's forced rules rewrite outputs that the
+# next env's rules read, so a consumer checked before its producer would make Snakemake rerun the producer
+# in the consumer's env (report's evaluate asked for nnU-Net predictions). Others follow, by name.
+PIPELINE_ORDER = ["data", "diffusion", "segmentation", "report", "real_contrast"]
 
 
 @dataclass(frozen=True)
@@ -234,7 +238,8 @@ def check_all(work: Path, names: list[str]) -> dict[str, dict]:
                              work / "logs" / f"{RUNNER_ENV}.log")
     records["rules"] = {"snakemake --list-rules": {"passed": code == 0}}
     envs = {RUNNER_ENV: records}
-    for name in (n for n in names if n != RUNNER_ENV):
+    in_order = sorted(names, key=lambda n: (PIPELINE_ORDER.index(n) if n in PIPELINE_ORDER else len(PIPELINE_ORDER), n))
+    for name in (n for n in in_order if n != RUNNER_ENV):
         envs[name] = check_rules(ROOT / "envs" / f"{name}.yaml", work, runner, listed.split())
     return envs
 

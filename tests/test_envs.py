@@ -238,3 +238,9 @@ def test_a_rule_made_in_a_loop_is_run_under_each_name_snakemake_lists():
     (loop,) = [rule for rule in RULES if "{" in rule.name]
     listed = ["all", "nnunet_predict_target", "nnunet_prepare", "nnunet_predict_strong_aug"]
     assert check_envs.concrete_rules(loop, listed) == ["nnunet_predict_target", "nnunet_predict_strong_aug"]
+
+
+def test_every_env_has_its_place_in_the_check_order():
+    # check_envs.py checks envs in pipeline order (producers first); a new env must be placed there
+    stems = {path.stem for path in check_envs.ENV_FILES} - {check_envs.RUNNER_ENV}
+    assert stems == set(check_envs.PIPELINE_ORDER)
