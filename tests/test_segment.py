@@ -16,7 +16,9 @@ from conftest import ROOT
 from midiffusion.cohort import read_split
 from midiffusion.io import InputError, save_volume
 from midiffusion.layout import NNUNET_ROOT, SPLIT_FILE, nnunet_checkpoint, preprocessed_dir
-from midiffusion.segment import Case, NnunetDirs, export_training_set, model_folder, predict, training_curve
+from midiffusion.segment import (
+    Case, NnunetDirs, export_training_set, model_folder, plan_and_preprocess, predict, training_curve,
+)
 
 SHAPE = (24, 24, 16)
 # a non-trivial grid (anisotropic voxels, shifted origin) so that affine round trips are tested
@@ -127,7 +129,7 @@ def test_predict_with_the_ci_runs_nnunet_takes_any_naming(tmp_path, ci_run):
     dataset_id, target = CI["nnunet"]["dataset_id"], CI["data"]["target"]
     checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, "2d", CI_TRAINER))
     assert torch.load(checkpoint, map_location="cpu", weights_only=False)["current_epoch"] == 2
-    subject = read_split(ci_run / SPLIT_FILE).test[0]
+    subject = read_split(ci_run / SPLIT_FILE)["test"][0]
     image = ci_run / preprocessed_dir(subject) / f"{target}_norm.nii.gz"
     plain = tmp_path / "translated.nii"
     source = nib.load(image)
