@@ -44,7 +44,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RUNNER_ENV = "workflow"  # the env that runs Snakemake itself
 # Envs in the order the pipeline makes their rules' inputs: an env's forced rules rewrite outputs that the
 # next env's rules read, so a consumer checked before its producer would make Snakemake rerun the producer
-# in the consumer's env (report's evaluate asked for nnU-Net predictions). Others follow, by name.
+# in the consumer's env (report's evaluate asked for nnU-Net predictions). tests/test_envs.py holds every
+# env but RUNNER_ENV to this list.
 PIPELINE_ORDER = ["data", "diffusion", "segmentation", "report", "real_contrast"]
 
 
@@ -238,8 +239,7 @@ def check_all(work: Path, names: list[str]) -> dict[str, dict]:
                              work / "logs" / f"{RUNNER_ENV}.log")
     records["rules"] = {"snakemake --list-rules": {"passed": code == 0}}
     envs = {RUNNER_ENV: records}
-    in_order = sorted(names, key=lambda n: (PIPELINE_ORDER.index(n) if n in PIPELINE_ORDER else len(PIPELINE_ORDER), n))
-    for name in (n for n in in_order if n != RUNNER_ENV):
+    for name in (n for n in PIPELINE_ORDER if n in names):
         envs[name] = check_rules(ROOT / "envs" / f"{name}.yaml", work, runner, listed.split())
     return envs
 
