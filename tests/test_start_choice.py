@@ -67,8 +67,9 @@ def test_choices_look_up_the_chosen_starts_translation(choice):
         for variant, source, dice in (("midiffusion", "FLAIR", 0.66), ("start_atlas_map_t0.1+detail_r1", "FLAIR", 0.68),
                                       ("midiffusion", "T2w", 0.73))
     ])
-    table = choice.choices(losses, levers).set_index("source")
-    assert table.loc["FLAIR", "chosen"] == "atlas_map" and table.loc["FLAIR", "dice"] == 0.68
-    assert table.loc["FLAIR", "default dice"] == 0.66
-    assert table.loc["T2w", "chosen"] == "none" and np.isnan(table.loc["T2w", "dice"])  # no translation from it
+    table = choice.choices(losses, levers).set_index(["among", "source"])
+    assert table.loc[("all maps", "FLAIR"), "chosen"] == "atlas_map" and table.loc[("all maps", "FLAIR"), "dice"] == 0.68
+    assert table.loc[("all maps", "FLAIR"), "default dice"] == 0.66
+    assert table.loc[("direction", "FLAIR"), "chosen"] == "none"  # of invert and none only
+    assert table.loc[("all maps", "T2w"), "chosen"] == "none" and np.isnan(table.loc[("all maps", "T2w"), "dice"])
     assert "atlas_map 1" in choice.markdown(choice.choices(losses, levers))

@@ -36,6 +36,9 @@ from midiffusion.io import InputError, atomic_path, check_mask, load_volume
 from fidelity_levers import RUN_MODEL, Case, run_split
 
 CANDIDATES = ("invert", "none", "atlas_map", "atlas_match")  # the maps of the source a start can be
+# The choices scored: among every candidate, and between the two directions alone (the source negated or
+# as it is, both on their own intensity scale), which asks only whether the model sees the tissue order.
+CHOICES = {"all maps": CANDIDATES, "direction": ("invert", "none")}
 # The translation of fidelity_levers' table that started from each candidate (t0 0.1, detail transfer r 1);
 # `none` (the source as it is) was not translated there.
 TRANSLATION_FROM = {"atlas_match": "midiffusion", "invert": "start_invert_t0.1+detail_r1",
@@ -80,37 +83,43 @@ def case_losses(loaded: LoadedModel, case: Case, timesteps: list[int], draws: in
 
 
 def choices(losses: pd.DataFrame, levers: pd.DataFrame) -> pd.DataFrame:
-    """Per case and timestep: the chosen start and its translation's Dice and corr beside the default's."""
+    """Per case, timestep and choice (CHOICES): the chosen start and its translation's Dice and corr beside
+    the default's."""
     scores = levers.set_index(["variant", "subject", "source"])[["anatomy", "dice", "corr"]]
     rows = []
     for (subject, source, t), group in losses.groupby(["subject", "source", "t"], sort=False):
-        chosen = choose(dict(zip(group["candidate"], group["loss"])))
+        loss = dict(zip(group["candidate"], group["loss"]))
         default = scores.loc[(TRANSLATION_FROM[DEFAULT_START], subject, source)]
-        key = (TRANSLATION_FROM.get(chosen, ""), subject, source)
-        picked = scores.loc[key] if key in scores.index else pd.Series({"dice": np.nan, "corr": np.nan})
-        rows.append({"anatomy": default["anatomy"], "subject": subject, "source": source, "t": t, "chosen": chosen,
-                     "dice": picked["dice"], "corr": picked["corr"], "default dice": default["dice"],
-                     "default corr": default["corr"]})
+        for among, candidates in CHOICES.items():
+            chosen = choose({c: loss[c] for c in candidates})
+            key = (TRANSLATION_FROM.get(chosen, ""), subject, source)
+            picked = scores.loc[key] if key in scores.index else pd.Series({"dice": np.nan, "corr": np.nan})
+            rows.append({"anatomy": default["anatomy"], "subject": subject, "source": source, "t": t, "among": among,
+                         "chosen": chosen, "dice": picked["dice"], "corr": picked["corr"],
+                         "default dice": default["dice"], "default corr": default["corr"]})
     return pd.DataFrame(rows)
 
 
 def markdown(chosen: pd.DataFrame) -> str:
-    """The choice per case, then the means per anatomy, source and timestep."""
-    per_case = chosen.pivot_table(index=["anatomy", "subject", "source"], columns="t", values="chosen",
-                                  aggfunc="first").reset_index()
-    per_case.columns = [f"chosen at t={c}" if isinstance(c, (int, np.integer)) else c for c in per_case.columns]
-    grouped = chosen.groupby(["anatomy", "source", "t"], sort=False)
+    """The means per choice, anatomy, source and timestep, then the choice per case."""
+    per_case = chosen.pivot_table(index=["anatomy", "subject", "source"], columns=["among", "t"], values="chosen",
+                                  aggfunc="first")
+    per_case.columns = [f"among {among}, t={t}" for among, t in per_case.columns]
+    per_case = per_case.reset_index()
+    grouped = chosen.groupby(["among", "anatomy", "source", "t"], sort=False)
     means = grouped[["dice", "corr", "default dice", "default corr"]].mean()
     means["chosen starts"] = grouped["chosen"].agg(lambda s: ", ".join(f"{k} {v}" for k, v in s.value_counts().items()))
     means = means.reset_index()
-    means = means.assign(held_out=means["anatomy"] != TRAINING_ANATOMY).sort_values(["held_out", "anatomy", "source", "t"])
+    means = means.assign(held_out=means["anatomy"] != TRAINING_ANATOMY).sort_values(["among", "held_out", "anatomy", "source", "t"])
     means = means.drop(columns="held_out")
     return "\n".join([
         "# A start chosen by the target model\n",
         "Per case, the zero-shot map of the source that the run's diffusion model denoises best at timestep t "
-        f"(its unconditional mode, the same noise for every candidate: {', '.join(CANDIDATES)}), and the Dice "
-        f"and corr of the translation from that start beside the default's ({DEFAULT_START} start). "
-        "Made by tools/studies/start_choice.py from tools/studies/fidelity_levers.py's translations.\n",
+        "(its unconditional mode, the same noise for every candidate), among "
+        + "; ".join(f"{among}: {', '.join(c)}" for among, c in CHOICES.items())
+        + f", and the Dice and corr of the translation from that start beside the default's ({DEFAULT_START} "
+        "start; NaN where no translation started from the chosen map). Made by tools/studies/start_choice.py "
+        "from tools/studies/fidelity_levers.py's translations.\n",
         means.to_markdown(index=False, floatfmt=".3f"),
         "\n## Chosen start per case\n",
         per_case.to_markdown(index=False),
@@ -122,13 +131,12 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished run's results folder")
     parser.add_argument("--levers", type=Path, required=True, help="fidelity_levers.py's CSV of that run")
     parser.add_argument("--sources", nargs="+", default=["T2w", "PDw", "FLAIR"])
-    parser.add_argument("--timesteps", nargs="+", type=int, default=[49, 99, 199],
+    parser.add_argument("--timesteps", nargs="+", type=int, default=[99],
                         help="timesteps to score at (99: the default start t0 0.1 of 1,000)")
-    parser.add_argument("--draws", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=2)
     parser.add_argument("--out-csv", type=Path, default=Path("results/tables/start_choice.csv"))
     parser.add_argument("--out-md", type=Path, default=Path("results/tables/start_choice.md"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
     loaded = load_model(args.run / RUN_MODEL, "cpu")
     levers = pd.read_csv(args.levers)
     subjects = [f"sub-{s.removeprefix('sub-')}" for s in run_split(args.run)["test"]]
