@@ -9,11 +9,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .intensity import normalise
 from .io import InputError, Volume, check_mask, check_same_grid, load_volume, save_volume
 from .layout import BACKGROUND
 
-# atlas_map and grid_ceiling import preprocess (ANTsPy) and slices (torch) where they need them: the
-# other baselines load in a fraction of a second instead of six.
+# grid_ceiling imports slices (torch) where it needs it, and nothing here imports ANTsPy: the other
+# baselines load in half a second instead of three to six.
 
 ATLAS_BINS = 64  # source-intensity bins of atlas_map's look-up table over [-1, 1] (width 1/32)
 # Levels of the training targets' brain quantiles that the rank maps match (reference_quantiles).
@@ -30,7 +31,7 @@ class BaselineInputs:
     template: the target-contrast template head registered to the subject by brain extraction
     (preprocessing's template.nii.gz, not normalised; atlas_map); slice_size: the side S of the
     diffusion model's slices (config slices.size; grid_ceiling); percentiles: preprocessing's
-    normalisation (config preprocess.percentiles; None: preprocess.normalise's default), applied to
+    normalisation (config preprocess.percentiles; None: intensity.normalise's default), applied to
     the template.
     """
 
@@ -148,7 +149,7 @@ def atlas_map(inputs: BaselineInputs) -> np.ndarray:
     histogram of the subject's normalised source and the template head registered to the subject
     (fit_intensity_map inside the brain mask, ATLAS_BINS bins), then applied to the source.
 
-    The template is first normalised like the target images (preprocess.normalise in the same brain
+    The template is first normalised like the target images (intensity.normalise in the same brain
     mask with the same percentiles), so the output is on the target's [-1, 1] scale. Only the
     table (ATLAS_BINS numbers) comes from the template: the output is a function of the source's
     intensities alone, so the template's anatomy cannot leak into it. The template was registered to
@@ -159,8 +160,6 @@ def atlas_map(inputs: BaselineInputs) -> np.ndarray:
             "baseline atlas_map needs the registered template head (--template: preprocessing's "
             "template.nii.gz, written only with preprocess.brain_extraction: template)"
         )
-    from .preprocess import normalise
-
     if inputs.percentiles is None:
         template = normalise(inputs.template.data, inputs.mask)
     else:

@@ -18,6 +18,7 @@ import numpy as np
 from .io import InputError, Volume, atomic_path, check_mask, check_same_grid, load_volume, read_json, save_volume, write_json
 from .metrics import dice_per_class
 from .head import PROTOCOLS, tissues_by_brightness
+from .intensity import normalise
 from .template import reference_head
 
 
@@ -120,14 +121,6 @@ def correct_and_extract(
     if not extract:
         return corrected, None
     return corrected, extract_brain(corrected[target], target, voxel_mm, template_contrast=template_contrast)
-
-
-def normalise(data: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
-    """Robust intensity normalisation inside the brain: clip to percentiles, scale to [-1, 1];
-    background (outside the mask) is -1."""
-    low, high = np.percentile(data[mask], percentiles)
-    scaled = 2.0 * (np.clip(data, low, high) - low) / max(high - low, 1e-8) - 1.0
-    return np.where(mask, scaled, -1.0).astype(np.float32)
 
 
 # Measured in tools/studies/real_head_labels.py (docs/method.md, "Tissue labels").

@@ -32,7 +32,8 @@ from .io import InputError, Volume, atomic_path, check_mask, load_volume, save_v
 from .layout import nnunet_checkpoint
 from .methods import METHOD_ORDER, METHODS, PRODUCERS, trainer_name
 from .metrics import evaluate_case
-from .preprocess import correct_and_extract, normalise, tissue_labels
+from .intensity import normalise
+from .preprocess import correct_and_extract, tissue_labels
 from .scan import resample, working_grid
 from .segment import NnunetDirs, model_folder, segment_volumes
 

@@ -26,7 +26,8 @@ from .diffusion.translate import translate_volume
 from .head import PROTOCOLS
 from .io import InputError, Volume, check_mask, load_volume, save_volume
 from .layout import BACKGROUND
-from .preprocess import correct_and_extract, normalise, to_ants
+from .intensity import normalise
+from .preprocess import correct_and_extract, to_ants
 from .segment import Device, NnunetDirs, model_folder, segment_volumes
 
 log = logging.getLogger(__name__)

@@ -1,16 +1,19 @@
 """Baselines by hand on tiny volumes: invert, atlas_map (non-monotone maps, no anatomy leak),
 grid_ceiling, and run_baseline's optional inputs."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from midiffusion.baselines import (
     BaselineInputs, atlas_map, atlas_match, fit_intensity_map, grid_ceiling, histmatch, invert, run_baseline,
 )
+from midiffusion.intensity import normalise
 from midiffusion.io import InputError, Volume, load_volume, save_volume
 from midiffusion.layout import BACKGROUND
 from midiffusion.metrics import pearson_correlation
-from midiffusion.preprocess import normalise
 
 SHAPE = (24, 24, 24)
 
@@ -206,3 +209,10 @@ def test_run_baseline_rejects_a_template_on_another_grid(tmp_path):
     with pytest.raises(InputError, match="template.nii.gz"):
         run_baseline("atlas_map", paths["source"], paths["target"], paths["mask"], [], [],
                      tmp_path / "atlas.nii.gz", template=other)
+
+
+def test_the_intensity_maps_load_without_ants_or_torch():
+    """A baseline job per case: importing ANTsPy (3 s) or torch for each would cost more than the map."""
+    code = "import sys, midiffusion.baselines; print(sorted({'ants', 'torch'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -27,7 +27,7 @@ import torch
 from midiffusion.io import load_volume, save_volume
 from midiffusion.methods import trainer_name
 from midiffusion.phantom import build_subject, subject_paths
-from midiffusion.preprocess import normalise
+from midiffusion.intensity import normalise
 from midiffusion.segment import Case, NnunetDirs, export_training_set, plan_and_preprocess
 from profile_training import append_csv_rows, machine_description
 

@@ -33,7 +33,7 @@ from midiffusion.anatomy import TRAINING_ANATOMY
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume
 from midiffusion.metrics import intensity_bound_corr, pearson_correlation
 from midiffusion.phantom import PhantomSettings, simulate_subject
-from midiffusion.preprocess import normalise
+from midiffusion.intensity import normalise
 
 TARGET, SOURCES = "T1w", ("T2w", "PDw")
 
