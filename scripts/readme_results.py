@@ -22,6 +22,7 @@ DOCUMENTS = {
         "study_headline": "results/tables/start_study/headline.md",
         "study_verdict": "results/tables/start_study/verdict.md",
         "study_supervised_bound": "results/tables/start_study/supervised_bound.md",
+        "study_nnunet_training": "results/tables/start_study/nnunet_training.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
