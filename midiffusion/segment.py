@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
-from midiffusion.layout import NNUNET_CHECKPOINT, TISSUE_LABELS, dataset_name, dataset_prefix, nnunet_checkpoint, nnunet_model_dir
+from midiffusion.layout import NNUNET_CHECKPOINT, NNUNET_LATEST_CHECKPOINT, TISSUE_LABELS, dataset_name, dataset_prefix, nnunet_checkpoint, nnunet_model_dir
 from midiffusion.diffusion.model import select_device
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
@@ -147,15 +147,22 @@ def train(
     `num_processes` data-augmentation workers (0 = augment in the training process).
     `trainer` is any name nnU-Net's `-tr` lookup finds: its own (nnUNetTrainer, the paper's 1000
     epochs; nnUNetTrainer_5epochs, ...) or this project's (nnUNetTrainer_midiffusion_ci,
-    nnUNetTrainer_midiffusion_quick).
+    nnUNetTrainer_midiffusion_quick). An interrupted training resumes from its latest checkpoint
+    (nnU-Net's --c) when that checkpoint is newer than the plans: new plans (new data) start afresh.
     """
+    checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, configuration, trainer), fold)
+    latest = checkpoint.with_name(NNUNET_LATEST_CHECKPOINT)
+    plans = dirs.preprocessed / _find_dataset(dirs, dataset_id) / "nnUNetPlans.json"
+    resume = latest.exists() and plans.exists() and latest.stat().st_mtime > plans.stat().st_mtime
+    if resume:
+        print(f"resuming from {latest}", flush=True)
     _run_nnunet(
         "nnUNetv2_train",
-        [str(dataset_id), configuration, str(fold), "-tr", trainer, "-device", resolve_device(device)],
+        [str(dataset_id), configuration, str(fold), "-tr", trainer, "-device", resolve_device(device)]
+        + (["--c"] if resume else []),
         dirs,
         num_processes,
     )
-    checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, configuration, trainer), fold)
     if not checkpoint.exists():
         raise RuntimeError(f"nnUNetv2_train finished but wrote no {checkpoint}")
     return checkpoint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -16,8 +17,9 @@ from conftest import ROOT
 from midiffusion.cohort import read_split
 from midiffusion.io import InputError, save_volume
 from midiffusion.layout import NNUNET_ROOT, SPLIT_FILE, nnunet_checkpoint, preprocessed_dir
+from midiffusion import segment
 from midiffusion.segment import (
-    Case, NnunetDirs, export_training_set, model_folder, plan_and_preprocess, predict, training_curve,
+    Case, NnunetDirs, export_training_set, model_folder, plan_and_preprocess, predict, train, training_curve,
 )
 
 SHAPE = (24, 24, 16)
@@ -155,3 +157,27 @@ def test_training_curve_reads_the_checkpoints_log(tmp_path):
     with pytest.raises(InputError, match="bare.pth: no nnU-Net training log"):
         training_curve(tmp_path / "bare.pth", tmp_path / "bare.csv")
     assert not (tmp_path / "bare.csv").exists()
+
+
+@pytest.mark.parametrize("checkpoint_after_plans, resumes", [(True, True), (False, False)])
+def test_training_resumes_only_from_a_checkpoint_newer_than_its_plans(tmp_path, monkeypatch, checkpoint_after_plans,
+                                                                      resumes):
+    """A killed nnU-Net training goes on from checkpoint_latest.pth; one left from older plans (new data) does not."""
+    dirs = NnunetDirs(tmp_path / "nnunet")
+    plans = dirs.preprocessed / "Dataset901_T1w" / "nnUNetPlans.json"
+    plans.parent.mkdir(parents=True)
+    final = nnunet_checkpoint(model_folder(dirs, 901, "2d", CI_TRAINER), "all")
+    final.parent.mkdir(parents=True)
+    first, second = (plans, final.with_name("checkpoint_latest.pth"))[:: 1 if checkpoint_after_plans else -1]
+    first.write_text("{}")
+    second.write_text("{}")
+    os.utime(first, (1_000_000, 1_000_000))  # written before the other
+    calls = []
+
+    def fake_nnunet(command, args, dirs, num_processes):
+        calls.append(args)
+        final.write_bytes(b"trained")
+
+    monkeypatch.setattr(segment, "_run_nnunet", fake_nnunet)
+    assert train(dirs, 901, trainer=CI_TRAINER, device="cpu") == final
+    assert ("--c" in calls[0]) == resumes

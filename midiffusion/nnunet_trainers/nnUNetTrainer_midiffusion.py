@@ -39,6 +39,7 @@ class ShortSchedule:
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations
         self.num_val_iterations_per_epoch = self.val_iterations
+        self.save_every = 5  # checkpoint_latest.pth: an interrupted training resumes there (segment.train)
 
     def _set_batch_size_and_oversample(self):
         super()._set_batch_size_and_oversample()
