@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .intensity import normalise
+from .intensity import normalise, reference_quantiles
 from .io import InputError, Volume, check_mask, check_same_grid, load_volume, save_volume
 from .layout import BACKGROUND
 
@@ -17,8 +17,6 @@ from .layout import BACKGROUND
 # baselines load in half a second instead of three to six.
 
 ATLAS_BINS = 64  # source-intensity bins of atlas_map's look-up table over [-1, 1] (width 1/32)
-# Levels of the training targets' brain quantiles that the rank maps match (reference_quantiles).
-REFERENCE_LEVELS = np.linspace(0.0, 1.0, 1001)
 
 
 @dataclass
@@ -50,13 +48,6 @@ def _in_brain(inputs: BaselineInputs, values: np.ndarray) -> np.ndarray:
     out = np.full(inputs.source.data.shape, BACKGROUND, dtype=np.float32)
     out[inputs.mask] = values
     return out
-
-
-def reference_quantiles(brains: Sequence[np.ndarray]) -> np.ndarray:
-    """The inverse CDF of the pooled brain intensities (each array: one image's brain voxels) at
-    REFERENCE_LEVELS: the one intensity reference of the rank maps, kept in the training slices and model.pt."""
-    values, counts = np.unique(np.concatenate([np.ravel(brain) for brain in brains]), return_counts=True)
-    return np.interp(REFERENCE_LEVELS, np.cumsum(counts) / counts.sum(), values).astype(np.float32)
 
 
 def match_quantiles(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:

@@ -15,7 +15,8 @@ from midiffusion.config import DiffusionConfig
 from midiffusion.io import Volume, load_volume, save_volume
 from midiffusion.layout import BACKGROUND
 from midiffusion.metrics import dice_per_class
-from midiffusion.baselines import BaselineInputs, invert, reference_quantiles
+from midiffusion.baselines import BaselineInputs, invert
+from midiffusion.intensity import reference_quantiles
 from midiffusion.diffusion.model import LoadedModel, build_model, save_model
 from midiffusion.template import reference_head
 

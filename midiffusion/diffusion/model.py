@@ -29,7 +29,7 @@ class LoadedModel:
     model: UNet
     schedule: DDPMSchedule
     config: DiffusionConfig
-    # the training targets' brain quantiles (baselines.reference_quantiles), the rank maps' intensity
+    # the training targets' brain quantiles (intensity.reference_quantiles), the rank maps' intensity
     # reference when one scan is translated without the training images; None in older model files
     target_quantiles: np.ndarray | None = None
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..baselines import reference_quantiles
+from ..intensity import reference_quantiles
 from ..io import InputError, atomic_path, check_mask, check_same_grid, load_volume
 from ..layout import BACKGROUND
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..baselines import reference_quantiles
 from ..config import DiffusionConfig
+from ..intensity import reference_quantiles
 from ..io import InputError, atomic_path
 from .lmi import lmi_condition, local_mutual_information, to_unit
 from .model import MODEL_FILE, build_model, build_schedule, save_model, select_device
@@ -67,7 +67,7 @@ def load_slices(path: Path, image_size: int) -> torch.Tensor:
 
 
 def target_quantiles(path: Path, slices: torch.Tensor) -> np.ndarray:
-    """The training targets' brain quantiles (baselines.reference_quantiles) that model.pt keeps: those the
+    """The training targets' brain quantiles (intensity.reference_quantiles) that model.pt keeps: those the
     slices file carries (computed from the volumes, as the workflow's rank maps compute them), else those of
     the slices' brain pixels (above the background -1; the grid's interpolation blends a few at the edge)."""
     with np.load(path) as archive:
