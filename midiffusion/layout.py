@@ -22,6 +22,7 @@ NNUNET_ROOT = RESULTS / "nnunet"  # nnUNet_raw, nnUNet_preprocessed, nnUNet_resu
 
 # nnU-Net's names.
 NNUNET_CHECKPOINT = "checkpoint_final.pth"
+NNUNET_PLANS = "nnUNetPlans.json"  # the plans file in a dataset's preprocessed folder
 NNUNET_LATEST_CHECKPOINT = "checkpoint_latest.pth"  # written every few epochs: where a killed training resumes
 DATASET_ID_STEP = 100  # nnU-Net datasets in one root need distinct ids: the target's, then 100 per source
 

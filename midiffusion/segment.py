@@ -27,7 +27,10 @@ import numpy as np
 import torch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
-from midiffusion.layout import NNUNET_CHECKPOINT, NNUNET_LATEST_CHECKPOINT, TISSUE_LABELS, dataset_name, dataset_prefix, nnunet_checkpoint, nnunet_model_dir
+from midiffusion.layout import (
+    NNUNET_CHECKPOINT, NNUNET_LATEST_CHECKPOINT, NNUNET_PLANS, TISSUE_LABELS, dataset_name, dataset_prefix,
+    nnunet_checkpoint, nnunet_model_dir,
+)
 from midiffusion.diffusion.model import select_device
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
@@ -121,7 +124,7 @@ def plan_and_preprocess(
 ) -> Path:
     """nnU-Net's fingerprint, experiment planning and preprocessing, after its dataset integrity check.
 
-    Returns the dataset's preprocessed folder (holding nnUNetPlans.json).
+    Returns the dataset's preprocessed folder (holding NNUNET_PLANS).
     """
     n = str(max(num_processes, 1))
     _run_nnunet(
@@ -152,7 +155,7 @@ def train(
     """
     checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, configuration, trainer), fold)
     latest = checkpoint.with_name(NNUNET_LATEST_CHECKPOINT)
-    plans = dirs.preprocessed / _find_dataset(dirs, dataset_id) / "nnUNetPlans.json"
+    plans = dirs.preprocessed / _find_dataset(dirs, dataset_id) / NNUNET_PLANS
     resume = latest.exists() and plans.exists() and latest.stat().st_mtime > plans.stat().st_mtime
     if resume:
         print(f"resuming from {latest}", flush=True)

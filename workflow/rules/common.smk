@@ -11,7 +11,8 @@ from snakemake.utils import validate
 from midiffusion.cohort import resolve_cohort
 from midiffusion.io import write_json
 from midiffusion.layout import (
-    NNUNET_ROOT, SPLIT_FILE, bids_image, dataset_ids, dataset_name, nnunet_checkpoint, nnunet_model_dir, preprocessed_dir,
+    NNUNET_PLANS, NNUNET_ROOT, SPLIT_FILE, bids_image, dataset_ids, dataset_name, nnunet_checkpoint, nnunet_model_dir,
+    preprocessed_dir,
 )
 from midiffusion.methods import METHODS, PRODUCERS, case_name, producers, trainer_name
 

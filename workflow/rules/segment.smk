@@ -34,7 +34,7 @@ rule nnunet_plan:
     input:
         f"{NNUNET_ROOT}/nnUNet_raw/{{dataset}}/dataset.json",
     output:
-        f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/nnUNetPlans.json",
+        f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/{NNUNET_PLANS}",
     params:
         nnunet=lambda w: nnunet_args(dataset_contrast(w)),
     threads: NNUNET["num_processes"]  # its worker processes
@@ -53,7 +53,7 @@ rule nnunet_plan:
 
 rule nnunet_train:
     input:
-        f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/nnUNetPlans.json",
+        f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/{NNUNET_PLANS}",
     output:
         nnunet_model("{dataset}", "{trainer}"),
     params:
