@@ -1,7 +1,8 @@
 """nnU-Net v2 segmentation: export a training set, plan and preprocess, train, predict.
 
-The only module that touches nnU-Net. Every step runs nnU-Net's own command (`nnUNetv2_*`) in a
-subprocess whose environment carries the `nnUNet_*` paths for that call only: nnU-Net reads some
+The only module that calls nnU-Net. Every step runs nnU-Net's own command (`nnUNetv2_*`; planning through
+`midiffusion.nnunet_plan`, which writes a fresh fingerprint first) in a subprocess whose environment
+carries the `nnUNet_*` paths for that call only: nnU-Net reads some
 settings once at import (`nnUNet_def_n_proc`), calls `torch.set_num_threads` and starts worker
 pools, so a fresh process per step is the only way to keep it from leaking state into the caller,
 and it is exactly what a user would run by hand. The project's short trainers live in
@@ -122,17 +123,15 @@ def export_training_set(
 def plan_and_preprocess(
     dirs: NnunetDirs, dataset_id: int, configuration: str = "2d", num_processes: int = 2
 ) -> Path:
-    """nnU-Net's fingerprint, experiment planning and preprocessing, after its dataset integrity check.
+    """nnU-Net's dataset integrity check, fingerprint (always afresh: see midiffusion/nnunet_plan.py),
+    experiment planning and preprocessing.
 
     Returns the dataset's preprocessed folder (holding NNUNET_PLANS).
     """
     n = str(max(num_processes, 1))
-    _run_nnunet(
-        "nnUNetv2_plan_and_preprocess",
-        ["-d", str(dataset_id), "-c", configuration, "-np", n, "-npfp", n, "--verify_dataset_integrity", "--no_pbar"],
-        dirs,
-        num_processes,
-    )
+    # -P: this environment's midiffusion, never one in the working directory
+    command = [sys.executable, "-P", "-m", "midiffusion.nnunet_plan", "-d", str(dataset_id), "-np", n]
+    _run_nnunet([*command, "-c", configuration, "--no_pbar"], dirs, num_processes)
     return dirs.preprocessed / _find_dataset(dirs, dataset_id)
 
 
@@ -160,9 +159,8 @@ def train(
     if resume:
         print(f"resuming from {latest}", flush=True)
     _run_nnunet(
-        "nnUNetv2_train",
-        [str(dataset_id), configuration, str(fold), "-tr", trainer, "-device", resolve_device(device)]
-        + (["--c"] if resume else []),
+        [_nnunet_command("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer,
+         "-device", resolve_device(device)] + (["--c"] if resume else []),
         dirs,
         num_processes,
     )
@@ -230,10 +228,10 @@ def predict(
         }
         # -npp 0 -nps 0 is nnU-Net's sequential mode: no worker processes at all
         n = str(num_processes)
-        args = ["-i", str(in_folder), "-o", str(pred_folder), "-d", str(dataset_id), "-c", configuration]
+        args = [_nnunet_command("nnUNetv2_predict"), "-i", str(in_folder), "-o", str(pred_folder), "-d", str(dataset_id), "-c", configuration]
         args += ["-tr", trainer, "-f", str(fold), "-chk", NNUNET_CHECKPOINT, "-npp", n, "-nps", n]
         args += ["-device", resolve_device(device), "--disable_progress_bar"]
-        _run_nnunet("nnUNetv2_predict", args + ([] if mirroring else ["--disable_tta"]), dirs, num_processes)
+        _run_nnunet(args + ([] if mirroring else ["--disable_tta"]), dirs, num_processes)
         outputs = {case_id: out_dir / f"{case_id}{FILE_ENDING}" for case_id in inputs}
         for case_id, grid in grids.items():
             prediction = pred_folder / f"{case_id}{FILE_ENDING}"
@@ -350,12 +348,12 @@ def _nnunet_command(name: str) -> str:
     return found
 
 
-def _run_nnunet(command: str, args: list[str], dirs: NnunetDirs, num_processes: int) -> None:
-    """Run one nnU-Net command, echoing its output; RuntimeError with the output's tail on failure."""
+def _run_nnunet(command: list[str], dirs: NnunetDirs, num_processes: int) -> None:
+    """Run one nnU-Net command line, echoing its output; RuntimeError with the output's tail on failure."""
     env = {**os.environ, **dirs.env(num_processes), "PYTHONUNBUFFERED": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
     with subprocess.Popen(
-        [_nnunet_command(command), *args],
+        command,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -367,5 +365,5 @@ def _run_nnunet(command: str, args: list[str], dirs: NnunetDirs, num_processes: 
             tail.append(line.rstrip())
     if process.returncode != 0:
         raise RuntimeError(
-            f"{command} {' '.join(args)} failed (exit code {process.returncode}); last output:\n" + "\n".join(tail)
+            f"{' '.join([Path(command[0]).name, *command[1:]])} failed (exit code {process.returncode}); last output:\n" + "\n".join(tail)
         )

@@ -41,14 +41,14 @@ def _blob_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32), label
 
 
-def _write_cases(folder: Path, n: int, seed: int = 0) -> list[Case]:
+def _write_cases(folder: Path, n: int, seed: int = 0, affine: np.ndarray = AFFINE) -> list[Case]:
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(n):
         image, label = _blob_case(rng)
         case = Case(f"sub-{i:02d}", folder / f"sub-{i:02d}_T1w.nii.gz", folder / f"sub-{i:02d}_dseg.nii.gz")
-        save_volume(case.image, image, AFFINE)
-        save_volume(case.label, label, AFFINE, dtype=np.uint8)
+        save_volume(case.image, image, affine)
+        save_volume(case.label, label, affine, dtype=np.uint8)
         cases.append(case)
     return cases
 
@@ -118,8 +118,21 @@ def test_predict_without_a_trained_model_names_the_checkpoint(tmp_path):
 def test_a_failing_nnunet_command_raises_with_its_output(tmp_path):
     dirs = NnunetDirs(tmp_path / "nnunet")
     dirs.raw.mkdir(parents=True)
-    with pytest.raises(RuntimeError, match=r"(?s)nnUNetv2_plan_and_preprocess -d 42 .*failed.*last output:.*ID 42"):
+    with pytest.raises(RuntimeError, match=r"(?s)midiffusion.nnunet_plan -d 42 .*failed.*last output:.*ID 42"):
         plan_and_preprocess(dirs, 42, num_processes=1)
+
+
+def test_planning_after_new_training_images_plans_the_new_images(tmp_path):
+    """nnU-Net keeps a dataset's fingerprint (voxel sizes, shapes) unless told otherwise: a rerun whose
+    training images changed must not plan, and so resample every image, from the old one."""
+    dirs = NnunetDirs(tmp_path / "nnunet")
+    for slice_thickness in (1.5, 2.5):
+        affine = AFFINE.copy()
+        affine[2, 2] = slice_thickness
+        export_training_set(_write_cases(tmp_path / str(slice_thickness), 2, affine=affine), dirs, 5, "T1w")
+        folder = plan_and_preprocess(dirs, 5, num_processes=1)
+        fingerprint = json.loads((folder / "dataset_fingerprint.json").read_text())
+        assert [max(spacing) for spacing in fingerprint["spacings"]] == [slice_thickness] * 2
 
 
 @pytest.mark.slow
@@ -174,8 +187,8 @@ def test_training_resumes_only_from_a_checkpoint_newer_than_its_plans(tmp_path, 
     os.utime(first, (1_000_000, 1_000_000))  # written before the other
     calls = []
 
-    def fake_nnunet(command, args, dirs, num_processes):
-        calls.append(args)
+    def fake_nnunet(command, dirs, num_processes):
+        calls.append(command)
         final.write_bytes(b"trained")
 
     monkeypatch.setattr(segment, "_run_nnunet", fake_nnunet)
