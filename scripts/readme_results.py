@@ -23,6 +23,9 @@ DOCUMENTS = {
         "study_verdict": "results/tables/start_study/verdict.md",
         "study_supervised_bound": "results/tables/start_study/supervised_bound.md",
         "study_nnunet_training": "results/tables/start_study/nnunet_training.md",
+        "rivals_long_nnunet_training": "results/tables/rivals_long/nnunet_training.md",
+        "rivals_long_headline": "results/tables/rivals_long/headline.md",
+        "rivals_long_budget": "results/tables/rivals_long/budget.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",

@@ -1,4 +1,7 @@
-"""Run-to-run spread: the mean Dice of every method in two runs of the same default, side by side.
+"""Two runs side by side: the mean Dice of every method in each, their difference and each run's ranking.
+
+Two runs of the same default give the run-to-run spread (below); a run and its copy at another budget
+(`experiments/rivals_long.yaml`) give what the budget changes (results/tables/rivals_long/budget.md).
 
 nnU-Net training is not bit-reproducible on a CPU, so two from-scratch runs of one commit give every
 segmenter, and so every method's Dice, a slightly different value. This table says how large that
@@ -8,6 +11,8 @@ left out) survives it: a gap between two methods smaller than the spread is not 
     git show <commit>:results/tables/summary.csv > /tmp/run_a.csv
     python tools/studies/compare_runs.py /tmp/run_a.csv results/tables/summary.csv --names "run A" "run B" \
         --out-md results/tables/run_spread.md
+    python tools/studies/compare_runs.py results/tables/start_study/summary.csv \
+        results/tables/rivals_long/summary.csv --names "20 epochs" "100 epochs" --out-md results/tables/rivals_long/budget.md
 """
 
 from __future__ import annotations
