@@ -128,10 +128,11 @@ def plan_and_preprocess(
 
     Returns the dataset's preprocessed folder (holding NNUNET_PLANS).
     """
-    n = str(max(num_processes, 1))
+    # at least one process: nnU-Net's planner sets torch's threads to its augmentation worker count
+    n = max(num_processes, 1)
     # -P: this environment's midiffusion, never one in the working directory
-    command = [sys.executable, "-P", "-m", "midiffusion.nnunet_plan", "-d", str(dataset_id), "-np", n]
-    _run_nnunet([*command, "-c", configuration, "--no_pbar"], dirs, num_processes)
+    command = [sys.executable, "-P", "-m", "midiffusion.nnunet_plan", "-d", str(dataset_id), "-np", str(n)]
+    _run_nnunet([*command, "-c", configuration, "--no_pbar"], dirs, n)
     return dirs.preprocessed / _find_dataset(dirs, dataset_id)
 
 

@@ -37,7 +37,7 @@ rule nnunet_plan:
         f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/{NNUNET_PLANS}",
     params:
         nnunet=lambda w: nnunet_args(dataset_contrast(w)),
-    threads: NNUNET["num_processes"]  # its worker processes
+    threads: max(NNUNET["num_processes"], 1)  # its worker processes
     resources:
         mem_mb=8000,
         runtime=60,
