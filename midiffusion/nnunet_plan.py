@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     extract_fingerprint_dataset(args.dataset_id, SampledFingerprintExtractor, args.num_processes,
                                 check_dataset_integrity=True, clean=True, verbose=False, show_progress_bar=False)
     # nnU-Net's command reads sys.argv; without --clean it keeps the fingerprint just written
-    n = str(args.num_processes)
-    sys.argv = ["nnUNetv2_plan_and_preprocess", "-d", str(args.dataset_id), "-np", n, "-npfp", n, *nnunet_options]
+    sys.argv = ["nnUNetv2_plan_and_preprocess", "-d", str(args.dataset_id), "-np", str(args.num_processes),
+                *nnunet_options]
     plan_and_preprocess_entry()
 
 

@@ -229,10 +229,11 @@ def predict(
         }
         # -npp 0 -nps 0 is nnU-Net's sequential mode: no worker processes at all
         n = str(num_processes)
-        args = [_nnunet_command("nnUNetv2_predict"), "-i", str(in_folder), "-o", str(pred_folder), "-d", str(dataset_id), "-c", configuration]
-        args += ["-tr", trainer, "-f", str(fold), "-chk", NNUNET_CHECKPOINT, "-npp", n, "-nps", n]
-        args += ["-device", resolve_device(device), "--disable_progress_bar"]
-        _run_nnunet(args + ([] if mirroring else ["--disable_tta"]), dirs, num_processes)
+        command = [_nnunet_command("nnUNetv2_predict"), "-i", str(in_folder), "-o", str(pred_folder)]
+        command += ["-d", str(dataset_id), "-c", configuration, "-tr", trainer, "-f", str(fold)]
+        command += ["-chk", NNUNET_CHECKPOINT, "-npp", n, "-nps", n, "-device", resolve_device(device)]
+        command += ["--disable_progress_bar"] + ([] if mirroring else ["--disable_tta"])
+        _run_nnunet(command, dirs, num_processes)
         outputs = {case_id: out_dir / f"{case_id}{FILE_ENDING}" for case_id in inputs}
         for case_id, grid in grids.items():
             prediction = pred_folder / f"{case_id}{FILE_ENDING}"
@@ -366,5 +367,6 @@ def _run_nnunet(command: list[str], dirs: NnunetDirs, num_processes: int) -> Non
             tail.append(line.rstrip())
     if process.returncode != 0:
         raise RuntimeError(
-            f"{' '.join([Path(command[0]).name, *command[1:]])} failed (exit code {process.returncode}); last output:\n" + "\n".join(tail)
+            f"{' '.join([Path(command[0]).name, *command[1:]])} failed (exit code {process.returncode}); "
+            "last output:\n" + "\n".join(tail)
         )
