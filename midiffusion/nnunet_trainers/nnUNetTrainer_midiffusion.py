@@ -91,7 +91,8 @@ class QuickSchedule(ShortSchedule):
 
 
 class LongSchedule(QuickSchedule):
-    """Five times the quick schedule: 100 epochs of 15 batches of 8 (~25 minutes on a 2-core CPU).
+    """Five times the quick schedule: 100 epochs of 15 batches of 8 (about an hour on a 2-core CPU:
+    experiments/rivals_long.yaml has the measured epoch time).
 
     For recipes that learn slowly, domain randomisation above all: it shows what a longer budget buys.
     """
