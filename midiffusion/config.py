@@ -257,8 +257,8 @@ def check_renderable(layout: str, target: str, sources: list[str], brain_extract
 
 def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -> None:
     """Build every typed section of a validated workflow config (InputError naming the key on a bad
-    value) and check the cross-section facts: sources exclude the target, methods are registered,
-    data.subjects are all among `subjects` (the ids found)."""
+    value) and check the cross-section facts: sources exclude the target, the supervised bound's sources
+    are among them, methods are registered, data.subjects are all among `subjects` (the ids found)."""
     from .methods import METHODS, check_methods, trainer_name
 
     DiffusionConfig.from_dict({**config["diffusion"], "image_size": config["slices"]["size"]})
@@ -268,6 +268,9 @@ def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -
     if data["target"] in data["sources"]:
         raise InputError(f"data.sources: {data['sources']} must not contain the target contrast {data['target']}")
     check_renderable(data["layout"], data["target"], data["sources"], config["preprocess"]["brain_extraction"])
+    bound_sources = config["supervised_bound"]["sources"] or []
+    if not set(bound_sources) <= set(data["sources"]):
+        raise InputError(f"supervised_bound.sources: {bound_sources} must be among data.sources {data['sources']}")
     check_methods(config["methods"])
     for method in config["methods"]:  # every segmenter's trainer takes the target trainer's schedule
         trainer_name(METHODS[method].segmenter, config["nnunet"]["trainer"])

@@ -42,6 +42,7 @@ def test_dataclass_defaults_are_the_schema_defaults():
     ({"diffusion": {"cond_dropout": 1.0}}, "diffusion.cond_dropout"),
     ({"data": {"sources": ["T1w", "T2w"]}}, "data.sources"),
     ({"data": {"subjects": ["01", "O2"]}}, "data.subjects"),
+    ({"supervised_bound": {"sources": ["FLAIR", "T2starw"]}}, "supervised_bound.sources"),
     ({"diffusion": {"cond_dropout": 0.0}}, "diffusion.cond_dropout"),  # guidance_scale 5 needs dropout
     ({"slices": {"size": 48}}, "diffusion.attention_resolutions"),  # the default's [16] is not a 48 grid's size
     ({"slices": {"size": 72}, "diffusion": {"channel_mults": [1, 2, 2, 2, 2]}}, "diffusion.image_size"),

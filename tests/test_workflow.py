@@ -120,6 +120,19 @@ def test_supervised_bound_trains_one_nnunet_per_source(ci_run):
     assert target_dice.to_dict() == pytest.approx(oracle_dice.to_dict(), abs=1e-4)  # the target's row is the oracle
 
 
+def test_supervised_bound_narrowed_to_one_source_trains_only_its_nnunet(tmp_path):
+    """supervised_bound.sources: one source's nnU-Net, under the dataset id it has among all the sources."""
+    source = SOURCES[-1]
+    config = {**CI, "supervised_bound": {"sources": [source]}}
+    configfile = tmp_path / "bound.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    planned = snakemake(tmp_path, "--dry-run", "supervised_bound", configfile=configfile).stdout
+    trained = re.findall(r"nnUNet_results/(Dataset\d+_\w+)/\w+__", planned)
+    ids = dataset_ids(CI["nnunet"]["dataset_id"], [CI["data"]["target"], *SOURCES])
+    assert sorted(set(trained)) == sorted(f"Dataset{ids[c]:03d}_{c}" for c in (CI["data"]["target"], source))
+    assert planned.count("rule supervised_predict:") == 1
+
+
 def test_report_gathers_figures_and_tables_with_captions(ci_run):
     """After the supervised bound's test: the report of `all` and the bound holds every figure and table."""
     snakemake(ci_run, "--report", "report.html", "all", "supervised_bound")

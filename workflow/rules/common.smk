@@ -29,6 +29,7 @@ DATA = config["data"]
 TARGET = DATA["target"]
 SOURCES = DATA["sources"]
 CONTRASTS = [TARGET, *SOURCES]
+BOUND_SOURCES = config["supervised_bound"]["sources"] or SOURCES  # one nnU-Net each, trained with labels
 PHANTOM = DATA["layout"] == "phantom"
 # Brain extraction by template registration leaves the registered template (atlas_map's reference).
 TEMPLATE_REGISTERED = config["preprocess"]["brain_extraction"] == "template"
@@ -219,7 +220,10 @@ def supervised_bound_cases():
     cases = []
     for s in SPLIT.test:
         cases.append((s, TARGET, method_segmentation("oracle", s, SOURCES[0]), preprocessed(s, "labels")))
-        cases += [(s, c, f"results/segmentations/supervised/sub-{s}_{c}.nii.gz", preprocessed(s, "labels")) for c in SOURCES]
+        cases += [
+            (s, c, f"results/segmentations/supervised/sub-{s}_{c}.nii.gz", preprocessed(s, "labels"))
+            for c in BOUND_SOURCES
+        ]
     return cases
 
 
