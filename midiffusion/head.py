@@ -1,11 +1,13 @@
-"""The head model that the phantom and brain extraction share: tissues and their MR signal (spin echo, or
-inversion recovery for FLAIR), and the partial volumes of a brain (from GM/WM maps) wrapped in a layered head shell (skull, diploe, muscle, fat, skin)."""
+"""The head model that the phantom and brain extraction share: tissues and their MR signal (spin echo,
+inversion recovery for FLAIR, double inversion recovery for DIR), and the partial volumes of a brain (from
+GM/WM maps) wrapped in a layered head shell (skull, diploe, muscle, fat, skin)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 
 from .layout import TISSUE_LABELS
 
@@ -14,11 +16,12 @@ TISSUES = tuple(TISSUE_LABELS)  # CSF, GM, WM: label = index + 1
 
 @dataclass(frozen=True)
 class Protocol:
-    """Repetition, echo and (inversion recovery only) inversion times (ms); ti_ms None: spin echo."""
+    """Repetition and echo times (ms), and the inversion pulses' times before the excitation (ms): none for
+    a spin echo, one for inversion recovery (FLAIR), two for double inversion recovery (DIR)."""
 
     tr_ms: float
     te_ms: float
-    ti_ms: float | None = None
+    inversions_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,21 +60,58 @@ HEAD_LAYERS = (
 )
 
 
+def longitudinal_magnetisation(t1_ms, tr_ms: float, inversions_ms: tuple[float, ...] = ()):
+    """Mz at the excitation (units of M0) in the steady state where each readout leaves Mz = 0: recovery
+    over TR, flipped by each inversion pulse on the way (TI ms before the excitation). None:
+    1 - exp(-TR/T1); one: 1 - 2 exp(-TI/T1) + exp(-TR/T1); two (TI1 > TI2):
+    1 - 2 exp(-TI2/T1) + 2 exp(-TI1/T1) - exp(-TR/T1). Floats or broadcastable arrays."""
+    mz, since = 0.0, tr_ms  # since: ms before the excitation of the last event
+    for ti in sorted(inversions_ms, reverse=True):
+        mz = -(1.0 - (1.0 - mz) * np.exp(-(since - ti) / t1_ms))
+        since = ti
+    return 1.0 - (1.0 - mz) * np.exp(-since / t1_ms)
+
+
 def null_inversion_time(t1_ms: float, tr_ms: float) -> float:
     """The inversion time that nulls a tissue of relaxation time T1: 1 - 2 exp(-TI/T1) + exp(-TR/T1) = 0."""
     return float(t1_ms * np.log(2.0 / (1.0 + np.exp(-tr_ms / t1_ms))))
 
 
+def double_null_inversion_times(t1_long_ms: float, t1_short_ms: float, tr_ms: float) -> tuple[float, float]:
+    """The two inversion times (TI1 > TI2) that null both a long-T1 tissue (CSF) and a short-T1 one (WM).
+    For each TI1 the TI2 that nulls the short-T1 tissue is closed-form; TI1 is the root, found on a grid
+    then refined, of the long-T1 tissue's longitudinal magnetisation."""
+
+    def second(ti1: float) -> float:
+        decay = np.exp(-np.array([ti1, tr_ms]) / t1_short_ms)
+        return float(-t1_short_ms * np.log((1.0 + 2.0 * decay[0] - decay[1]) / 2.0))
+
+    def long_tissue(ti1: float) -> float:
+        return float(longitudinal_magnetisation(t1_long_ms, tr_ms, (ti1, second(ti1))))
+
+    grid = np.linspace(1.0, tr_ms, 2000)
+    values = np.array([long_tissue(ti1) for ti1 in grid])
+    crossing = np.flatnonzero(np.diff(np.sign(values)))
+    if crossing.size != 1:
+        raise ValueError(f"T1 {t1_long_ms} and {t1_short_ms} ms at TR {tr_ms} ms: {crossing.size} double nulls, not one")
+    ti1 = brentq(long_tissue, grid[crossing[0]], grid[crossing[0] + 1], xtol=1e-9)
+    return float(ti1), second(ti1)
+
+
 # TR 6000 ms for T2w and PDw as in IXI's dual-echo protocol: at TR 4000 ms the PDw signals of CSF
 # and GM differ by under 1 %, so their order would depend on the random tissue parameters.
 # FLAIR: a clinical 1.5 T inversion-recovery spin echo (TR 9000, TE 120 ms), TI nulling the nominal
-# CSF (about 1,700 ms); docs/method.md, "The phantom's contrasts", gives the sources.
+# CSF (about 1,700 ms); docs/method.md, "The phantom's contrasts", gives the sources. DIR: the same TR,
+# a short TE (25 ms) and two inversions that null the nominal CSF and WM (about 2,400 and 340 ms), so GM
+# alone is bright: no map of T1w, increasing or decreasing, gives it.
 FLAIR_TR_MS = 9000.0
 PROTOCOLS = {
     "T1w": Protocol(500.0, 10.0),
     "T2w": Protocol(6000.0, 100.0),
     "PDw": Protocol(6000.0, 10.0),
-    "FLAIR": Protocol(FLAIR_TR_MS, 120.0, null_inversion_time(BRAIN_TISSUES["CSF"].t1_ms, FLAIR_TR_MS)),
+    "FLAIR": Protocol(FLAIR_TR_MS, 120.0, (null_inversion_time(BRAIN_TISSUES["CSF"].t1_ms, FLAIR_TR_MS),)),
+    "DIR": Protocol(FLAIR_TR_MS, 25.0, double_null_inversion_times(
+        BRAIN_TISSUES["CSF"].t1_ms, BRAIN_TISSUES["WM"].t1_ms, FLAIR_TR_MS)),
 }
 
 
@@ -112,13 +152,10 @@ class Texture:
 
 
 def mr_signal(pd, t1_ms, t2_ms, protocol: Protocol):
-    """Spin echo S = PD (1 - exp(-TR/T1)) exp(-TE/T2), or magnitude inversion recovery
-    S = PD |1 - 2 exp(-TI/T1) + exp(-TR/T1)| exp(-TE/T2); floats or broadcastable arrays."""
-    if protocol.ti_ms is None:
-        recovery = 1.0 - np.exp(-protocol.tr_ms / t1_ms)
-    else:
-        recovery = np.abs(1.0 - 2.0 * np.exp(-protocol.ti_ms / t1_ms) + np.exp(-protocol.tr_ms / t1_ms))
-    return pd * recovery * np.exp(-protocol.te_ms / t2_ms)
+    """Magnitude spin-echo signal S = PD |Mz| exp(-TE/T2) (longitudinal_magnetisation): spin echo,
+    inversion recovery or double inversion recovery; floats or broadcastable arrays."""
+    mz = longitudinal_magnetisation(t1_ms, protocol.tr_ms, protocol.inversions_ms)
+    return pd * np.abs(mz) * np.exp(-protocol.te_ms / t2_ms)
 
 
 def clean_image(anatomy: Anatomy, tissues: dict[str, Tissue], texture: Texture, protocol: Protocol) -> np.ndarray:

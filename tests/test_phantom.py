@@ -57,7 +57,7 @@ def test_spin_echo_orders_tissues_at_nominal_parameters():
 
 
 def test_inversion_recovery_signal_against_hand_values():
-    protocol = head.Protocol(tr_ms=9000.0, te_ms=120.0, ti_ms=1700.0)
+    protocol = head.Protocol(tr_ms=9000.0, te_ms=120.0, inversions_ms=(1700.0,))
     # GM: 0.86 |1 - 2 exp(-1700/833) + exp(-9000/833)| exp(-120/83), by hand 0.86 * 0.74010 * 0.23556
     assert head.Tissue(833.0, 83.0, 0.86).signal(protocol) == pytest.approx(0.149936, rel=1e-4)
     # A tissue still inverted at TI (T1 4000 ms): 1 - 2 * 0.65377 + 0.10540 = -0.20214, its magnitude
@@ -70,11 +70,31 @@ def test_inversion_recovery_signal_against_hand_values():
 
 def test_flair_nulls_csf_at_its_inversion_time():
     flair = head.PROTOCOLS["FLAIR"]
-    assert flair.ti_ms == pytest.approx(2569.0 * np.log(2 / (1 + np.exp(-9000 / 2569))), rel=1e-9)
-    assert 1650 < flair.ti_ms < 1750  # about 1,700 ms for 1.5 T CSF at TR 9000 ms
+    (ti,) = flair.inversions_ms
+    assert ti == pytest.approx(2569.0 * np.log(2 / (1 + np.exp(-9000 / 2569))), rel=1e-9)
+    assert 1650 < ti < 1750  # about 1,700 ms for 1.5 T CSF at TR 9000 ms
     assert head.BRAIN_TISSUES["CSF"].signal(flair) == pytest.approx(0.0, abs=1e-12)
     assert head.tissues_by_brightness("FLAIR") == (1, 3, 2)  # CSF < WM < GM
     assert head.tissues_by_brightness("T1w") == (1, 2, 3)
+
+
+def test_double_inversion_recovery_signal_against_hand_values():
+    protocol = head.Protocol(tr_ms=9000.0, te_ms=25.0, inversions_ms=(400.0, 3000.0))  # any order
+    # GM: Mz = 1 - 2 exp(-400/833) + 2 exp(-3000/833) - exp(-9000/833) = 1 - 1.23740 + 0.05463 - 0.00002
+    # = -0.18279; its magnitude times 0.86 exp(-25/83) = 0.86 * 0.73998
+    assert head.Tissue(833.0, 83.0, 0.86).signal(protocol) == pytest.approx(0.116310, rel=1e-4)
+    # the same recursion gives inversion recovery's closed form with one pulse
+    one = head.longitudinal_magnetisation(833.0, 9000.0, (1700.0,))
+    assert one == pytest.approx(1 - 2 * np.exp(-1700 / 833) + np.exp(-9000 / 833), rel=1e-12)
+
+
+def test_dir_nulls_csf_and_wm_and_leaves_gm_bright():
+    dir_ = head.PROTOCOLS["DIR"]
+    ti1, ti2 = dir_.inversions_ms
+    assert ti1 > ti2 > 0
+    signal = {name: tissue.signal(dir_) for name, tissue in head.BRAIN_TISSUES.items()}
+    assert signal["CSF"] == pytest.approx(0.0, abs=1e-9) and signal["WM"] == pytest.approx(0.0, abs=1e-9)
+    assert signal["GM"] > 0.1  # of PD units: GM alone is bright, between T1w's CSF and WM
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -86,6 +106,9 @@ def test_contrast_orderings_before_noise_and_bias(seed):
     assert pdw["CSF"] > pdw["GM"] > pdw["WM"]
     assert flair["GM"] > flair["WM"] > flair["CSF"]  # no monotone map of T1w gives this order
     assert flair["CSF"] < 0.3 * flair["WM"]  # nulled, up to partial volume (>= 0.9 CSF), its own T1 and texture
+    dir_ = tissue_means(simulate(seed=seed, sources=["DIR"], noise=False, bias=False, misalign=False), "DIR", 0.9,
+                        head.TISSUES)
+    assert dir_["GM"] > 3 * max(dir_["CSF"], dir_["WM"])  # both nulled, up to partial volume, T1 and texture
 
 
 def test_head_fat_bright_in_t1w_and_skull_dark_everywhere(clean):
