@@ -119,7 +119,7 @@ def cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def _add_phantom(commands: _Commands) -> None:
-    parser = commands.add("phantom", "build one phantom subject (T1w/T2w/PDw/FLAIR, labels, misalignment, QC figure)",
+    parser = commands.add("phantom", "build one phantom subject (T1w/T2w/PDw/FLAIR/DIR, labels, misalignment, QC figure)",
                           cmd_phantom, user=True)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--subject", required=True)

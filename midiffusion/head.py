@@ -101,7 +101,7 @@ def double_null_inversion_times(t1_long_ms: float, t1_short_ms: float, tr_ms: fl
 # TR 6000 ms for T2w and PDw as in IXI's dual-echo protocol: at TR 4000 ms the PDw signals of CSF
 # and GM differ by under 1 %, so their order would depend on the random tissue parameters.
 # FLAIR: a clinical 1.5 T inversion-recovery spin echo (TR 9000, TE 120 ms), TI nulling the nominal
-# CSF (about 1,700 ms); docs/method.md, "The phantom's contrasts", gives the sources. DIR: the same TR,
+# CSF (about 1,700 ms); docs/method.md ("The phantom's FLAIR", "The phantom's DIR") gives the sources. DIR: the same TR,
 # a short TE (25 ms) and two inversions that null the nominal CSF and WM (about 2,400 and 340 ms), so GM
 # alone is bright: no map of T1w, increasing or decreasing, gives it.
 FLAIR_TR_MS = 9000.0

@@ -1,9 +1,9 @@
 """The embedded multi-contrast phantom cohort.
 
 Each synthetic subject is the ICBM152 2009a template (nilearn's wheel), or for held-out test subjects
-another head's tissue maps (anatomy.py), under a random smooth deformation, rendered as T1w / T2w / PDw (spin echo)
-and FLAIR (inversion recovery) images from per-subject tissue parameters (head.py) with texture, a per-contrast
-bias field and Rician noise; source contrasts are rigidly misaligned.
+another head's tissue maps (anatomy.py), under a random smooth deformation, rendered as T1w / T2w / PDw (spin echo),
+FLAIR (inversion recovery) and DIR (double inversion recovery) images from per-subject tissue parameters (head.py)
+with texture, a per-contrast bias field and Rician noise; source contrasts are rigidly misaligned.
 
 nilearn's ICBM152 T1 is skull-stripped, so the head around the brain (skull, diploe, muscle, fat,
 skin) is a synthetic layered shell grown outward from the brain surface (head.py), with thickness

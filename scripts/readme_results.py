@@ -27,6 +27,7 @@ DOCUMENTS = {
         "rivals_long_headline": "results/tables/rivals_long/headline.md",
         "rivals_long_budget": "results/tables/rivals_long/budget.md",
         "rivals_long_supervised_bound": "results/tables/rivals_long/supervised_bound.md",
+        "source_monotonicity": "results/tables/source_monotonicity.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",

@@ -12,12 +12,12 @@ leaves), this measures Pearson's r with the noise-free target T1w of:
 each over the whole brain (`brain_*`, where CSF against tissue dominates) and over GM and WM alone
 (`tissue_*`, where the GM/WM order decides); and the intensity bound (metrics.intensity_bound_dice, mean
 over CSF, GM, WM) of the source and of the target. A source needs more than a monotone map where the
-best monotone map of the whole brain and that of GM/WM go opposite ways. `--anatomy-maps` renders a
-held-out anatomy (`midiffusion anatomy --voxel-mm V --out FILE`, one file per voxel size, in the order of
---voxel-mm).
+best monotone map of the whole brain and that of GM/WM go opposite ways. `--voxel-mm` renders the template
+anatomy; `--anatomy-maps` adds held-out anatomies (`midiffusion anatomy --voxel-mm V --out FILE`), each at
+its file's voxel size.
 
     .venv/bin/python tools/studies/source_monotonicity.py --voxel-mm 2 1 \
-        --anatomy-maps colin27_2mm.nii.gz colin27_1mm.nii.gz \
+        --anatomy-maps colin27_2mm.nii.gz \
         --out-csv results/tables/source_monotonicity.csv --out-md results/tables/source_monotonicity.md
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy.optimize import isotonic_regression
@@ -95,20 +96,19 @@ def main() -> None:
     parser.add_argument("--subject", default="01")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anatomy-maps", type=Path, nargs="*", default=[],
-                        help="a held-out anatomy's tissue maps per voxel size (same order as --voxel-mm)")
+                        help="held-out anatomies' tissue maps (midiffusion anatomy), each rendered at its own voxel size")
     parser.add_argument("--out-csv", type=Path, required=True)
     parser.add_argument("--out-md", type=Path, required=True)
     args = parser.parse_args()
-    if args.anatomy_maps and len(args.anatomy_maps) != len(args.voxel_mm):
-        raise SystemExit(f"--anatomy-maps: {len(args.anatomy_maps)} files for {len(args.voxel_mm)} voxel sizes")
     for path in args.anatomy_maps:
         if not path.is_file():
             raise SystemExit(f"{path}: not found (midiffusion anatomy --voxel-mm V --out {path})")
+    renders = [(voxel_mm, None) for voxel_mm in args.voxel_mm]
+    renders += [(float(nib.load(path).header.get_zooms()[0]), path) for path in args.anatomy_maps]
     rows = []
-    for k, voxel_mm in enumerate(args.voxel_mm):
-        for maps in [None, *args.anatomy_maps[k:k + 1]]:
-            rows += subject_rows(args.subject, voxel_mm, args.seed, maps)
-            print(pd.DataFrame(rows[-len(SOURCES):]).round(3).to_string(index=False), flush=True)
+    for voxel_mm, maps in renders:
+        rows += subject_rows(args.subject, voxel_mm, args.seed, maps)
+        print(pd.DataFrame(rows[-len(SOURCES):]).round(3).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
