@@ -150,6 +150,12 @@ VARIANTS = [
     Variant("start_atlas_match_t0.1+detail_r1+lmi_grad_0.03", {**DETAIL_DEFAULT, "start": "atlas_match",
                                                                "lmi_gradient_scale": 0.03}),
     Variant("start_noise_guidance5+detail_r1", {**DETAIL_DEFAULT, "start": "noise", "guidance_scale": 5.0}),
+    # DIR (CSF and WM both dark, experiments/dir.yaml): later starts leave the model more of the image to
+    # draw, and the detail transfer's local linear fit of the source cannot tell dark CSF from dark WM.
+    *(Variant(f"start_atlas_match_t{t0:g}+detail_r{r}", {**DETAIL_DEFAULT, "start": "atlas_match", "start_t0": t0,
+                                                         "detail_radius": r})
+      for t0, r in ((0.3, 1), (0.5, 1), (0.1, 0), (0.3, 0))),
+    Variant("start_noise_guidance5", {**DETAIL_DEFAULT, "start": "noise", "guidance_scale": 5.0, "detail_radius": 0}),
 ]
 # The run's own images scored beside the levers: the real T1w through the slice grid (the ceiling of
 # any translation on it), the best zero-shot intensity maps (#7) and midiffusion.
