@@ -28,6 +28,9 @@ DOCUMENTS = {
         "rivals_long_budget": "results/tables/rivals_long/budget.md",
         "rivals_long_supervised_bound": "results/tables/rivals_long/supervised_bound.md",
         "source_monotonicity": "results/tables/source_monotonicity.md",
+        "dir_headline": "results/tables/dir/headline.md",
+        "dir_verdict": "results/tables/dir/verdict.md",
+        "dir_intensity_bound_corr": "results/tables/dir/intensity_bound_corr.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
