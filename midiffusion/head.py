@@ -89,7 +89,7 @@ def double_null_inversion_times(t1_long_ms: float, t1_short_ms: float, tr_ms: fl
     def long_tissue(ti1: float) -> float:
         return float(longitudinal_magnetisation(t1_long_ms, tr_ms, (ti1, second(ti1))))
 
-    grid = np.linspace(1.0, tr_ms, 2000)
+    grid = np.linspace(1.0, tr_ms, 200)  # coarse: brentq refines the one crossing (run at import)
     values = np.array([long_tissue(ti1) for ti1 in grid])
     crossing = np.flatnonzero(np.diff(np.sign(values)))
     if crossing.size != 1:
