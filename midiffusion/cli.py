@@ -57,12 +57,26 @@ def _add_nnunet_common(parser: argparse.ArgumentParser, required: bool = True, d
     parser.add_argument("--num-processes", type=int, default=settings["num_processes"])
 
 
-def _add_contrast_case_options(parser: argparse.ArgumentParser, case_files: tuple[str, ...]) -> None:
-    """--case SUBJECT CONTRAST FILES... (repeated), a long CSV and its Markdown summary."""
+def _add_contrast_case_options(
+    parser: argparse.ArgumentParser, case_files: tuple[str, ...], by_anatomy: bool = False,
+) -> None:
+    """--case SUBJECT CONTRAST FILES... (repeated), a long CSV and its Markdown summary (by_anatomy:
+    and --anatomy)."""
     parser.add_argument("--case", nargs=2 + len(case_files), action="append", required=True,
                         metavar=("SUBJECT", "CONTRAST", *case_files))
     parser.add_argument("--out", type=Path, required=True, help="long CSV")
     parser.add_argument("--markdown", type=Path, required=True, help="summary table")
+    if by_anatomy:
+        _add_anatomy_option(parser)
+
+
+def _add_anatomy_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--anatomy", nargs="+", metavar="SUBJECT=ANATOMY",
+                        help="every test subject's anatomy, where the cohort has a held-out one: rows split by anatomy")
+
+
+def _anatomies(args: argparse.Namespace) -> dict[str, str] | None:
+    return _pairs(args.anatomy, "anatomy", str) if args.anatomy else None
 
 
 def _add_prediction_options(parser: argparse.ArgumentParser, mirroring: bool = True) -> None:
@@ -464,13 +478,14 @@ def _add_evaluate(commands: _Commands) -> None:
 def cmd_intensity_bound(args: argparse.Namespace) -> None:
     from .evaluate import intensity_bound_tables
 
-    print(intensity_bound_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
+    cases = [tuple(case) for case in args.case]
+    print(intensity_bound_tables(cases, args.out, args.markdown, _anatomies(args)).to_string(index=False))
 
 
 def _add_intensity_bound(commands: _Commands) -> None:
     parser = commands.add("intensity-bound", "Dice of the best voxelwise intensity classifier per contrast",
                           cmd_intensity_bound, user=False)
-    _add_contrast_case_options(parser, ("IMAGE", "LABELS", "MASK"))
+    _add_contrast_case_options(parser, ("IMAGE", "LABELS", "MASK"), by_anatomy=True)
 
 
 def cmd_intensity_bound_corr(args: argparse.Namespace) -> None:
@@ -491,21 +506,21 @@ def _add_intensity_bound_corr(commands: _Commands) -> None:
 def cmd_dice_table(args: argparse.Namespace) -> None:
     from .evaluate import segmentation_dice_tables
 
-    print(segmentation_dice_tables([tuple(case) for case in args.case], args.out, args.markdown).to_string(index=False))
+    cases = [tuple(case) for case in args.case]
+    print(segmentation_dice_tables(cases, args.out, args.markdown, _anatomies(args)).to_string(index=False))
 
 
 def _add_dice_table(commands: _Commands) -> None:
     parser = commands.add("dice-table", "Dice of segmentations against labels per contrast and class", cmd_dice_table,
                           user=True)
-    _add_contrast_case_options(parser, ("SEGMENTATION", "LABELS"))
+    _add_contrast_case_options(parser, ("SEGMENTATION", "LABELS"), by_anatomy=True)
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
     from .tables import write_tables_from_csv
 
-    anatomies = _pairs(args.anatomy, "anatomy", str) if args.anatomy else None
     curves = _pairs(args.curves, "curves", Path) if args.curves else None
-    for path in write_tables_from_csv(args.metrics, args.out_dir, anatomies, curves).values():
+    for path in write_tables_from_csv(args.metrics, args.out_dir, _anatomies(args), curves).values():
         print(path)
 
 
@@ -514,8 +529,7 @@ def _add_tables(commands: _Commands) -> None:
                           user=False)
     parser.add_argument("--metrics", type=Path, nargs="+", required=True)
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--anatomy", nargs="+", metavar="SUBJECT=ANATOMY",
-                        help="every test subject's anatomy, where the cohort has a held-out one: rows split by anatomy")
+    _add_anatomy_option(parser)
     parser.add_argument("--curves", nargs="+", metavar="SEGMENTER=CSV",
                         help="each segmenter's nnU-Net training curve (nnunet-curve): marks rivals not levelled off")
 

@@ -272,8 +272,8 @@ def check_config(config: Mapping[str, Any], subjects: list[str] | None = None) -
     if not set(bound_sources) <= set(data["sources"]):
         raise InputError(f"supervised_bound.sources: {bound_sources} must be among data.sources {data['sources']}")
     check_methods(config["methods"])
-    for method in config["methods"]:  # every segmenter's trainer takes the target trainer's schedule
-        trainer_name(METHODS[method].segmenter, config["nnunet"]["trainer"])
+    for method in config["methods"]:  # every rival's trainer takes the target's schedule or rival_schedule
+        trainer_name(METHODS[method].segmenter, config["nnunet"]["trainer"], config["nnunet"]["rival_schedule"])
     needing = [name for name in [*config["methods"], config["sampling"]["start"]] if name in NEEDS_TEMPLATE]
     if needing and config["preprocess"]["brain_extraction"] != "template":
         raise InputError(f"methods, sampling.start: {sorted(set(needing))} need the template registered by "

@@ -4,7 +4,7 @@ and write the scores as tables."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,30 +31,32 @@ def evaluate_cases(method: str, cases: Sequence[tuple[str, ...]], out_path: str 
 
 
 def intensity_bound_tables(
-    cases: Sequence[tuple[str, str, str, str, str]], csv_path: str | Path, markdown_path: str | Path
+    cases: Sequence[tuple[str, str, str, str, str]], csv_path: str | Path, markdown_path: str | Path,
+    anatomies: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """metrics.intensity_bound_dice of each case (subject, contrast, image, labels, brain mask),
-    written by write_contrast_dice."""
+    written by write_contrast_dice (per anatomy with `anatomies`, subject -> anatomy)."""
     records = []
     for subject, contrast, *paths in cases:
         image, labels, mask = volumes = [load_volume(path) for path in paths]
         check_same_grid(volumes)
         bound = intensity_bound_dice(image.data, labels.data, check_mask(mask.data, mask.path))
         records.append({"subject": subject, "contrast": contrast, **bound})
-    return write_contrast_dice(records, csv_path, markdown_path)
+    return write_contrast_dice(records, csv_path, markdown_path, anatomies)
 
 
 def segmentation_dice_tables(
-    cases: Sequence[tuple[str, str, str, str]], csv_path: str | Path, markdown_path: str | Path
+    cases: Sequence[tuple[str, str, str, str]], csv_path: str | Path, markdown_path: str | Path,
+    anatomies: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """metrics.dice_per_class of each case (subject, contrast, segmentation, labels), written by
-    write_contrast_dice."""
+    write_contrast_dice (per anatomy with `anatomies`, subject -> anatomy)."""
     records = []
     for subject, contrast, *paths in cases:
         segmentation, labels = volumes = [load_volume(path) for path in paths]
         check_same_grid(volumes)
         records.append({"subject": subject, "contrast": contrast, **dice_per_class(segmentation.data, labels.data)})
-    return write_contrast_dice(records, csv_path, markdown_path)
+    return write_contrast_dice(records, csv_path, markdown_path, anatomies)
 
 
 def intensity_bound_corr_tables(

@@ -9,7 +9,8 @@ A method is an image producer x a segmenter (docs/method.md, "Protocol"):
 - a segmenter is an nnU-Net trained on the training subjects' target-contrast labels: "target" (the
   standard recipe, on the target images), or a contrast-agnostic rival, "strong_aug" (nnU-Net's
   nnUNetTrainerDA5) or "domain_rand" (SynthSeg-style images synthesised from the label maps). All
-  three share the target trainer's schedule: `trainer_name` derives the rivals' trainer from it.
+  three share the target trainer's schedule (`trainer_name` derives the rivals' trainer from it),
+  unless the rivals are given one of their own.
 """
 
 from __future__ import annotations
@@ -120,17 +121,23 @@ def case_name(method: str, subject: str, source: str) -> str:
     return f"sub-{subject}_{source}" if METHODS[method].uses_source else f"sub-{subject}"
 
 
-def trainer_name(segmenter: str, target_trainer: str) -> str:
-    """The nnU-Net trainer of a segmenter with the target trainer's schedule: nnUNetTrainer<suffix>
-    -> nnUNetTrainer<tag><suffix> (e.g. nnUNetTrainer_midiffusion_quick -> nnUNetTrainerDA5_midiffusion_quick)."""
-    match = re.fullmatch(r"nnUNetTrainer(_.+)?", target_trainer)
+def trainer_name(segmenter: str, target_trainer: str, rival_schedule: str | None = None) -> str:
+    """The nnU-Net trainer of a segmenter: the target's own, or a rival's nnUNetTrainer<tag><schedule>.
+    The schedule is `rival_schedule` where given (a suffix such as _midiffusion_long), else the target
+    trainer's (nnUNetTrainer_midiffusion_quick -> nnUNetTrainerDA5_midiffusion_quick)."""
     tag = SEGMENTERS[segmenter].trainer_tag
-    if tag and not match:
-        raise InputError(
-            f"nnunet.trainer: {target_trainer!r} is not nnUNetTrainer or nnUNetTrainer_<schedule>, so the "
-            f"{segmenter} rival's trainer (nnUNetTrainer{tag}<schedule>) cannot be given the same budget"
-        )
-    return target_trainer if not tag else f"nnUNetTrainer{tag}{match[1] or ''}"
+    if not tag:
+        return target_trainer
+    if rival_schedule is None:
+        match = re.fullmatch(r"nnUNetTrainer(_.+)?", target_trainer)
+        if not match:
+            raise InputError(
+                f"nnunet.trainer: {target_trainer!r} is not nnUNetTrainer or nnUNetTrainer_<schedule>, so the "
+                f"{segmenter} rival's trainer (nnUNetTrainer{tag}<schedule>) cannot be given the same budget; "
+                "or give the rivals a schedule of their own (nnunet.rival_schedule)"
+            )
+        rival_schedule = match[1] or ""
+    return f"nnUNetTrainer{tag}{rival_schedule}"
 
 
 def check_methods(requested: list[str]) -> None:

@@ -276,22 +276,26 @@ def write_tables_from_csv(
 
 
 def write_contrast_dice(
-    records: Sequence[Mapping[str, Any]], csv_path: str | Path, markdown_path: str | Path
+    records: Sequence[Mapping[str, Any]], csv_path: str | Path, markdown_path: str | Path,
+    anatomies: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Dice records {subject, contrast, CSF, GM, WM, mean} as a long CSV (subject, contrast, class,
-    dice) and a Markdown summary, mean ± sd per contrast and class in the order the contrasts first
-    appear."""
+    """Dice records {subject, contrast, CSF, GM, WM, mean} as a long CSV (anatomy, subject, contrast,
+    class, dice) and a Markdown summary, mean ± sd per contrast and class in the order the contrasts
+    first appear; with `anatomies` (subject -> anatomy) a block of rows per anatomy, the training one first."""
     names = [*TISSUE_CLASSES.values(), "mean"]
     table = pd.DataFrame(
         [{"subject": r["subject"], "contrast": r["contrast"], "class": name, "dice": r[name]}
          for r in records for name in names],
         columns=["subject", "contrast", "class", "dice"],
     )
-    stats = table.groupby(["contrast", "class"], sort=False)["dice"].agg(["mean", "std"])
-    summary = pd.DataFrame([{
+    table.insert(0, "anatomy", tag_anatomy(table, anatomies)["anatomy"] if anatomies else "")
+    stats = table.groupby(["anatomy", "contrast", "class"], sort=False)["dice"].agg(["mean", "std"])
+    summary = drop_blank_anatomy(pd.DataFrame([{
+        "Anatomy": anatomy,
         "Contrast": contrast,
-        **{f"Dice {name}": _format_cell(*stats.loc[(contrast, name)], "dice") for name in names},
-    } for contrast in table["contrast"].unique()])
+        **{f"Dice {name}": _format_cell(*stats.loc[(anatomy, contrast, name)], "dice") for name in names},
+    } for anatomy in ordered_anatomies(table) for contrast in table["contrast"].unique()
+        if (anatomy, contrast, names[0]) in stats.index]))
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     with atomic_path(markdown_path) as tmp:

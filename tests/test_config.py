@@ -117,6 +117,14 @@ def test_rival_trainers_take_the_target_schedule():
         check_config(filled(nnunet={"trainer": "MyTrainer"}))
 
 
+def test_rival_schedule_gives_the_rivals_their_own_budget_and_leaves_the_target_its():
+    quick, own = "nnUNetTrainer_midiffusion_quick", "_midiffusion_verylong"
+    assert methods.trainer_name("domain_rand", quick, own) == "nnUNetTrainerDomainRand_midiffusion_verylong"
+    assert methods.trainer_name("strong_aug", "MyTrainer", own) == "nnUNetTrainerDA5_midiffusion_verylong"
+    assert methods.trainer_name("target", quick, own) == quick
+    check_config(filled(nnunet={"trainer": "MyTrainer", "rival_schedule": own}))  # the rivals need no suffix of it
+
+
 @pytest.mark.parametrize("experiment", sorted((ROOT / "experiments").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_is_a_valid_override_of_the_default(experiment):
     """Would catch an experiment file whose key was renamed or removed from the schema, or whose

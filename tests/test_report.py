@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, load_script
+from midiffusion.anatomy import TRAINING_ANATOMY
 from midiffusion.evaluate import intensity_bound_corr_tables, intensity_bound_tables, segmentation_dice_tables
 from midiffusion.figures import GridRow, plot_dice, plot_sampler_curve, plot_translation_grid
 from midiffusion.io import InputError, save_volume
@@ -196,7 +197,7 @@ def test_intensity_bound_tables_per_contrast(tmp_path):
     means = table[table["class"] == "mean"].groupby("contrast")["dice"].mean()
     assert means["T1w"] == 1.0
     assert means["PDw"] == pytest.approx(1 / 3 * (2 * 4 / (12 + 4)))  # all called CSF (first of a tie)
-    assert pd.read_csv(tmp_path / "bound.csv").shape == (2 * 2 * 4, 4)
+    assert pd.read_csv(tmp_path / "bound.csv").shape == (2 * 2 * 4, 5)  # anatomy (blank), subject, contrast, class, dice
     markdown = (tmp_path / "bound.md").read_text().splitlines()
     assert markdown[0].split("|")[1].strip() == "Contrast"
     assert [line.split("|")[1].strip() for line in markdown[2:]] == ["T1w", "PDw"]
@@ -254,6 +255,22 @@ def test_segmentation_dice_tables_mean_and_sd_over_subjects(tmp_path):
     markdown = (tmp_path / "dice.md").read_text().splitlines()
     csf_mean, csf_sd = (1 + 2 / 3) / 2, np.std([1, 2 / 3], ddof=1)
     assert markdown[2].split("|")[2].strip() == f"{csf_mean:.3f} ± {csf_sd:.3f}"
+
+
+def test_segmentation_dice_tables_split_by_anatomy_training_anatomy_first(tmp_path):
+    labels = np.array([1, 1, 2, 2, 3, 3], dtype=np.float32).reshape(6, 1, 1)
+    wrong = np.array([1, 2, 2, 2, 3, 3], dtype=np.float32).reshape(6, 1, 1)  # mean Dice (2/3 + 0.8 + 1) / 3
+    save_volume(tmp_path / "labels.nii.gz", labels, np.eye(4))
+    save_volume(tmp_path / "right.nii.gz", labels, np.eye(4))
+    save_volume(tmp_path / "wrong.nii.gz", wrong, np.eye(4))
+    cases = [(subject, "FLAIR", str(tmp_path / f"{name}.nii.gz"), str(tmp_path / "labels.nii.gz"))
+             for subject, name in [("colin01", "wrong"), ("01", "right"), ("02", "right")]]
+    anatomies = {"01": TRAINING_ANATOMY, "02": TRAINING_ANATOMY, "colin01": "colin27"}
+    table = segmentation_dice_tables(cases, tmp_path / "dice.csv", tmp_path / "dice.md", anatomies)
+    assert table.groupby("subject")["anatomy"].first().to_dict() == anatomies
+    rows = [line.split("|")[1:-1] for line in (tmp_path / "dice.md").read_text().splitlines()[2:]]
+    assert [(row[0].strip(), row[-1].strip()) for row in rows] == [
+        (TRAINING_ANATOMY, "1.000 ± 0.000"), ("colin27", f"{(2 / 3 + 0.8 + 1) / 3:.3f} ± n/a")]
 
 
 def test_segmentation_dice_tables_name_the_file_on_a_grid_mismatch(tmp_path):

@@ -21,16 +21,19 @@ TARGETS = [
     "nnUNetTrainer_midiffusion_ci",
     "nnUNetTrainer_midiffusion_quick",
     "nnUNetTrainer_midiffusion_long",
+    "nnUNetTrainer_midiffusion_verylong",
 ]
 RIVALS = ["strong_aug", "domain_rand"]  # the segmenters whose trainers the workflow names from the target's
 NEW_TRAINERS = [
     "nnUNetTrainerDA5_midiffusion_ci",
     "nnUNetTrainerDA5_midiffusion_quick",
     "nnUNetTrainerDA5_midiffusion_long",
+    "nnUNetTrainerDA5_midiffusion_verylong",
     "nnUNetTrainerDomainRand",
     "nnUNetTrainerDomainRand_midiffusion_ci",
     "nnUNetTrainerDomainRand_midiffusion_quick",
     "nnUNetTrainerDomainRand_midiffusion_long",
+    "nnUNetTrainerDomainRand_midiffusion_verylong",
 ]
 
 
@@ -99,6 +102,7 @@ def test_the_short_schedules_keep_their_numbers():
     assert _schedule(short.nnUNetTrainer_midiffusion_ci) == (2, 4, 2, None)
     assert _schedule(short.nnUNetTrainer_midiffusion_quick) == (20, 15, 2, 8)
     assert _schedule(short.nnUNetTrainer_midiffusion_long) == (100, 15, 2, 8)
+    assert _schedule(short.nnUNetTrainer_midiffusion_verylong) == (300, 15, 2, 8)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -93,7 +93,10 @@ def test_intensity_bound_table_covers_every_contrast(ci_run):
     assert set(table["contrast"]) == {CI["data"]["target"], *SOURCES}
     assert len(table) == N_TEST * (1 + len(SOURCES)) * 4
     assert table["dice"].between(0, 1).all()
-    assert (ci_run / "results/tables/intensity_bound.md").read_text().startswith("| Contrast")
+    anatomies = set(table["anatomy"])  # the held-out anatomy's test subject in rows of its own
+    assert len(anatomies) == 2 and CI["phantom"]["held_out_anatomy"] in anatomies
+    header = (ci_run / "results/tables/intensity_bound.md").read_text().splitlines()[0]
+    assert [cell.strip() for cell in header.split("|")[1:3]] == ["Anatomy", "Contrast"]
 
 
 def test_intensity_bound_corr_table_sets_every_source_beside_the_translations(ci_run):

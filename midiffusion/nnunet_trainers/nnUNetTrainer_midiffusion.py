@@ -100,6 +100,16 @@ class LongSchedule(QuickSchedule):
     epochs = 100
 
 
+class VeryLongSchedule(QuickSchedule):
+    """Fifteen times the quick schedule: 300 epochs of 15 batches of 8 (about 75 minutes on a 2-core CPU).
+
+    For domain randomisation, still climbing at the end of the long one: with `nnunet.rival_schedule`
+    the rivals take it while the target nnU-Net keeps its own (experiments/domain_rand_plateau.yaml).
+    """
+
+    epochs = 300
+
+
 class nnUNetTrainer_midiffusion_ci(CISchedule, nnUNetTrainer):
     """nnU-Net's standard recipe on the CI schedule."""
 
@@ -110,6 +120,10 @@ class nnUNetTrainer_midiffusion_quick(QuickSchedule, nnUNetTrainer):
 
 class nnUNetTrainer_midiffusion_long(LongSchedule, nnUNetTrainer):
     """nnU-Net's standard recipe on the long schedule."""
+
+
+class nnUNetTrainer_midiffusion_verylong(VeryLongSchedule, nnUNetTrainer):
+    """nnU-Net's standard recipe on the very long schedule."""
 
 
 # DA5 (nnU-Net's heavy augmentation) is taken as it is: only the schedule changes.
@@ -125,6 +139,10 @@ class nnUNetTrainerDA5_midiffusion_long(LongSchedule, nnUNetTrainerDA5):
     """nnU-Net's DA5 recipe on the long schedule."""
 
 
+class nnUNetTrainerDA5_midiffusion_verylong(VeryLongSchedule, nnUNetTrainerDA5):
+    """nnU-Net's DA5 recipe on the very long schedule."""
+
+
 class nnUNetTrainerDomainRand_midiffusion_ci(CISchedule, nnUNetTrainerDomainRand):
     """SynthSeg-style domain randomisation on the CI schedule."""
 
@@ -135,3 +153,7 @@ class nnUNetTrainerDomainRand_midiffusion_quick(QuickSchedule, nnUNetTrainerDoma
 
 class nnUNetTrainerDomainRand_midiffusion_long(LongSchedule, nnUNetTrainerDomainRand):
     """SynthSeg-style domain randomisation on the long schedule."""
+
+
+class nnUNetTrainerDomainRand_midiffusion_verylong(VeryLongSchedule, nnUNetTrainerDomainRand):
+    """SynthSeg-style domain randomisation on the very long schedule."""

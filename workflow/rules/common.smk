@@ -43,11 +43,12 @@ IMAGES = COHORT.images
 SPLIT = COHORT.split
 HELD_OUT, HELD_OUT_ANATOMY = COHORT.held_out, COHORT.held_out_anatomy
 ANATOMIES = COHORT.anatomies  # tables report the held-out anatomy's subjects as separate rows
+ANATOMY_OPTION = ("--anatomy " + " ".join(f"{s}={a}" for s, a in ANATOMIES.items())) if ANATOMIES else ""
 METHODS_RUN = config["methods"]
 SEGMENTERS_RUN = list(dict.fromkeys(METHODS[m].segmenter for m in METHODS_RUN))
-TRAINERS = {s: trainer_name(s, config["nnunet"]["trainer"]) for s in SEGMENTERS_RUN}  # one schedule for all
-PRE = str(preprocessed_dir("{subject}"))
 NNUNET = config["nnunet"]
+TRAINERS = {s: trainer_name(s, NNUNET["trainer"], NNUNET["rival_schedule"]) for s in SEGMENTERS_RUN}
+PRE = str(preprocessed_dir("{subject}"))
 NNUNET_IDS = dataset_ids(NNUNET["dataset_id"], CONTRASTS)  # InputError if they go past 999
 NNUNET_DATASETS = {c: dataset_name(i, c) for c, i in NNUNET_IDS.items()}  # contrast -> dataset folder
 NNUNET_DATASET = NNUNET_DATASETS[TARGET]

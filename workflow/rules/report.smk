@@ -33,6 +33,7 @@ rule intensity_bound:
         markdown=report("results/tables/intensity_bound.md", caption="../report/intensity_bound.rst", category="Results"),
     params:
         cases=intensity_bound_cases(),
+        anatomy=ANATOMY_OPTION,
     threads: 1
     resources:
         mem_mb=1000,
@@ -44,7 +45,8 @@ rule intensity_bound:
     conda:
         "../../envs/report.yaml"
     shell:
-        "midiffusion intensity-bound {params.cases} --out {output.csv} --markdown {output.markdown} > {log} 2>&1"
+        "midiffusion intensity-bound {params.cases} --out {output.csv} --markdown {output.markdown} {params.anatomy} "
+        "> {log} 2>&1"
 
 
 # How well the best voxelwise intensity map of each source could follow the real target, beside the run's
@@ -84,6 +86,7 @@ rule supervised_bound:
         markdown=report("results/tables/supervised_bound.md", caption="../report/supervised_bound.rst", category="Results"),
     params:
         cases=" ".join(f"--case {' '.join(case)}" for case in supervised_bound_cases()),
+        anatomy=ANATOMY_OPTION,
     threads: 1
     resources:
         mem_mb=1000,
@@ -95,7 +98,8 @@ rule supervised_bound:
     conda:
         "../../envs/report.yaml"
     shell:
-        "midiffusion dice-table {params.cases} --out {output.csv} --markdown {output.markdown} > {log} 2>&1"
+        "midiffusion dice-table {params.cases} --out {output.csv} --markdown {output.markdown} {params.anatomy} "
+        "> {log} 2>&1"
 
 
 rule tables:
@@ -112,7 +116,7 @@ rule tables:
                         category="Results"),
     params:
         out_dir=lambda wildcards, output: Path(output.long).parent,
-        anatomy=("--anatomy " + " ".join(f"{s}={a}" for s, a in ANATOMIES.items())) if ANATOMIES else "",
+        anatomy=ANATOMY_OPTION,
         curves=lambda wildcards, input: " ".join(f"{Path(p).stem}={p}" for p in input.curves),
     threads: 1
     resources:
