@@ -31,6 +31,7 @@ DOCUMENTS = {
         "dir_headline": "results/tables/dir/headline.md",
         "dir_verdict": "results/tables/dir/verdict.md",
         "dir_intensity_bound_corr": "results/tables/dir/intensity_bound_corr.md",
+        "dir_supervised_bound": "results/tables/dir/supervised_bound.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
