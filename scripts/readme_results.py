@@ -32,6 +32,8 @@ DOCUMENTS = {
         "dir_verdict": "results/tables/dir/verdict.md",
         "dir_intensity_bound_corr": "results/tables/dir/intensity_bound_corr.md",
         "dir_supervised_bound": "results/tables/dir/supervised_bound.md",
+        "domain_rand_plateau_nnunet_training": "results/tables/domain_rand_plateau/nnunet_training.md",
+        "domain_rand_plateau_headline": "results/tables/domain_rand_plateau/headline.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
