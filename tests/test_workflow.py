@@ -15,6 +15,7 @@ from midiffusion import methods as registry
 from midiffusion.cohort import read_split
 from midiffusion.io import InputError, load_volume
 from midiffusion.layout import SPLIT_FILE, dataset_ids
+from midiffusion.nnunet_trainers.nnUNetTrainer_midiffusion import CISchedule
 
 CI = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
 METHODS = CI["methods"]
@@ -113,6 +114,8 @@ def test_supervised_bound_trains_one_nnunet_per_source(ci_run):
     for k, source in enumerate(SOURCES, start=1):
         model = f"results/nnunet/nnUNet_results/Dataset{dataset_id + 100 * k:03d}_{source}"
         assert list((ci_run / model).glob("*/fold_all/checkpoint_final.pth"))
+        curve = pd.read_csv(ci_run / f"results/nnunet_curves/supervised_{source}.csv")  # whether it levelled off
+        assert len(curve) == CISchedule.epochs and curve["ema_pseudo_dice"].between(0, 1).all()
     table = pd.read_csv(ci_run / "results/tables/supervised_bound.csv")
     assert list(table["contrast"].unique()) == [target, *SOURCES]
     assert table["dice"].between(0, 1).all()
@@ -134,6 +137,15 @@ def test_supervised_bound_narrowed_to_one_source_trains_only_its_nnunet(tmp_path
     ids = dataset_ids(CI["nnunet"]["dataset_id"], [CI["data"]["target"], *SOURCES])
     assert sorted(set(trained)) == sorted(f"Dataset{ids[c]:03d}_{c}" for c in (CI["data"]["target"], source))
     assert planned.count("rule supervised_predict:") == 1
+
+
+def test_a_new_nnunet_schedule_retrains_without_exporting_the_dataset_again(ci_run, tmp_path):
+    """nnunet.trainer changes the training and what follows it, not the dataset that every trainer shares."""
+    configfile = tmp_path / "quick.yaml"
+    configfile.write_text(yaml.safe_dump({**CI, "nnunet": {**CI["nnunet"], "trainer": "nnUNetTrainer_midiffusion_quick"}}))
+    planned = snakemake(ci_run, "--dry-run", configfile=configfile).stdout
+    assert "rule nnunet_train:" in planned and "nnUNetTrainer_midiffusion_quick__" in planned
+    assert "rule nnunet_prepare:" not in planned and "rule nnunet_plan:" not in planned
 
 
 def test_report_gathers_figures_and_tables_with_captions(ci_run):

@@ -179,10 +179,12 @@ def dataset_contrast(wildcards):
 
 
 def nnunet_args(contrast=TARGET, predict=False, trainer=NNUNET["trainer"]):
-    """The CLI options of an nnU-Net model of a contrast; predict=True adds the prediction options."""
+    """The CLI options of an nnU-Net model of a contrast; predict=True adds the prediction options.
+    trainer=None leaves the trainer out, for the steps before training that every trainer shares: a change
+    of schedule then keeps the exported and planned dataset."""
     args = (
         f"--root {NNUNET_ROOT} --dataset-id {NNUNET_IDS[contrast]} --configuration {NNUNET['configuration']} "
-        f"--trainer {trainer} --num-processes {NNUNET['num_processes']}"
+        f"--num-processes {NNUNET['num_processes']}" + (f" --trainer {trainer}" if trainer else "")
     )
     return args + ("" if NNUNET["mirroring"] or not predict else " --no-mirroring")
 
@@ -214,6 +216,16 @@ def intensity_bound_corr_cases():
         for s in SPLIT.test
         for c in SOURCES
     )
+
+
+SUPERVISED_CURVES = [f"supervised_{c}" for c in BOUND_SOURCES]  # nnunet_curve names of the bound's nnU-Nets
+
+
+def curve_model(name):
+    """The nnU-Net model behind results/nnunet_curves/{name}.csv: a segmenter's or the supervised bound's."""
+    if name in SUPERVISED_CURVES:
+        return nnunet_model(NNUNET_DATASETS[name.removeprefix("supervised_")])
+    return nnunet_model(NNUNET_DATASET, TRAINERS[name])
 
 
 def supervised_bound_cases():

@@ -81,6 +81,7 @@ rule intensity_bound_corr:
 rule supervised_bound:
     input:
         [path for case in supervised_bound_cases() for path in case[2:]],
+        curves=expand("results/nnunet_curves/{name}.csv", name=SUPERVISED_CURVES),
     output:
         csv="results/tables/supervised_bound.csv",
         markdown=report("results/tables/supervised_bound.md", caption="../report/supervised_bound.rst", category="Results"),

@@ -11,7 +11,7 @@ rule nnunet_prepare:
     output:
         f"{NNUNET_ROOT}/nnUNet_raw/{{dataset}}/dataset.json",
     params:
-        nnunet=lambda w: nnunet_args(dataset_contrast(w)),
+        nnunet=lambda w: nnunet_args(dataset_contrast(w), trainer=None),
         name=dataset_contrast,
         cases=lambda wildcards, input: " ".join(
             f"--image sub-{s}={i} --label sub-{s}={l}" for s, i, l in zip(SPLIT.train, input.images, input.labels)
@@ -36,7 +36,7 @@ rule nnunet_plan:
     output:
         f"{NNUNET_ROOT}/nnUNet_preprocessed/{{dataset}}/{NNUNET_PLANS}",
     params:
-        nnunet=lambda w: nnunet_args(dataset_contrast(w)),
+        nnunet=lambda w: nnunet_args(dataset_contrast(w), trainer=None),
     threads: max(NNUNET["num_processes"], 1)  # its worker processes
     resources:
         mem_mb=8000,
@@ -74,13 +74,14 @@ rule nnunet_train:
 
 
 # Each nnU-Net's per-epoch losses and validation pseudo Dice: whether its budget let it level off.
+# {segmenter} is a segmenter of the methods, or supervised_<source> for the supervised bound's.
 rule nnunet_curve:
     input:
-        lambda w: nnunet_model(NNUNET_DATASET, TRAINERS[w.segmenter]),
+        lambda w: curve_model(w.segmenter),
     output:
         "results/nnunet_curves/{segmenter}.csv",
     wildcard_constraints:
-        segmenter="|".join(SEGMENTERS_RUN),
+        segmenter="|".join([*SEGMENTERS_RUN, *SUPERVISED_CURVES]),
     threads: 1
     resources:
         mem_mb=2000,
