@@ -218,13 +218,13 @@ def intensity_bound_corr_cases():
     )
 
 
-SUPERVISED_CURVES = [f"supervised_{c}" for c in BOUND_SOURCES]  # nnunet_curve names of the bound's nnU-Nets
+SUPERVISED_CURVES = {f"supervised_{c}": c for c in BOUND_SOURCES}  # nnunet_curve name -> the bound's contrast
 
 
 def curve_model(name):
     """The nnU-Net model behind results/nnunet_curves/{name}.csv: a segmenter's or the supervised bound's."""
     if name in SUPERVISED_CURVES:
-        return nnunet_model(NNUNET_DATASETS[name.removeprefix("supervised_")])
+        return nnunet_model(NNUNET_DATASETS[SUPERVISED_CURVES[name]])
     return nnunet_model(NNUNET_DATASET, TRAINERS[name])
 
 

@@ -74,22 +74,22 @@ rule nnunet_train:
 
 
 # Each nnU-Net's per-epoch losses and validation pseudo Dice: whether its budget let it level off.
-# {segmenter} is a segmenter of the methods, or supervised_<source> for the supervised bound's.
+# {curve} is a segmenter of the methods, or supervised_<source> for the supervised bound's.
 rule nnunet_curve:
     input:
-        lambda w: curve_model(w.segmenter),
+        lambda w: curve_model(w.curve),
     output:
-        "results/nnunet_curves/{segmenter}.csv",
+        "results/nnunet_curves/{curve}.csv",
     wildcard_constraints:
-        segmenter="|".join([*SEGMENTERS_RUN, *SUPERVISED_CURVES]),
+        curve="|".join([*SEGMENTERS_RUN, *SUPERVISED_CURVES]),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=5,
     log:
-        "logs/nnunet_curve/{segmenter}.log",
+        "logs/nnunet_curve/{curve}.log",
     benchmark:
-        "benchmarks/nnunet_curve/{segmenter}.tsv"
+        "benchmarks/nnunet_curve/{curve}.tsv"
     conda:
         "../../envs/segmentation.yaml"
     shell:
