@@ -185,11 +185,42 @@ def _add_preprocess(commands: _Commands) -> None:
     parser.add_argument("--labels", type=Path)
     parser.add_argument("--misalignment", type=Path, help="phantom: JSON with the true misalignment")
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--registration", default=default("preprocess", "registration"), choices=["Rigid", "Affine"])
     parser.add_argument("--brain-extraction", default=default("preprocess", "brain_extraction"),
                         choices=["template", "labels"])
+    _add_source_options(parser)
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    """What preprocess and register share: how a source reaches the target."""
+    parser.add_argument("--registration", default=default("preprocess", "registration"), choices=["Rigid", "Affine"])
     parser.add_argument("--no-n4", action="store_true")
     parser.add_argument("--percentiles", type=float, nargs=2, default=list(default("preprocess", "percentiles")))
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    from .preprocess import register_source
+
+    from .config import PreprocessConfig
+
+    PreprocessConfig(n4=not args.no_n4, registration=args.registration, percentiles=tuple(args.percentiles))
+    (contrast, image), = _pairs([args.source], "source").items()
+    errors = register_source(args.subject, contrast, image, args.target_dir, args.target,
+                             registration=args.registration, use_n4=not args.no_n4,
+                             percentiles=tuple(args.percentiles), misalignment=args.misalignment)
+    for key, value in errors.items():
+        print(f"{args.subject} {key}: {value:.3f}")
+
+
+def _add_register(commands: _Commands) -> None:
+    parser = commands.add("register", "N4, registration of one source contrast to its preprocessed target, "
+                          "normalisation", cmd_register, user=False)
+    parser.add_argument("--subject", required=True)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--source", required=True, metavar="CONTRAST=PATH")
+    parser.add_argument("--target-dir", type=Path, required=True,
+                        help="the subject's preprocessed folder (preprocess --out-dir): its outputs go there too")
+    parser.add_argument("--misalignment", type=Path, help="phantom: JSON with the true misalignment")
+    _add_source_options(parser)
 
 
 def cmd_qc_tables(args: argparse.Namespace) -> None:
@@ -598,6 +629,7 @@ COMMANDS = (
     _add_benchmark_sampling,
     _add_dice_table,
     _add_preprocess,
+    _add_register,
     _add_qc_tables,
     _add_slices,
     _add_baseline,

@@ -236,23 +236,48 @@ def preprocess_subject(
     use_n4: bool = True,
     percentiles: tuple[float, float] = (0.5, 99.5),
 ) -> dict[str, float]:
-    """Preprocess one subject into `out_dir` (all on the target grid):
+    """Preprocess one subject into `out_dir` (all on the target grid): the target (preprocess_target),
+    then each source contrast registered to it (register_source). Every image is read and checked first.
 
-    <contrast>.nii.gz (N4-corrected, registered), <contrast>_norm.nii.gz (normalised, skull-stripped, [-1, 1]),
-    brainmask.nii.gz, labels.nii.gz (the given labels, else tissue_labels), <source>_to_<target>.mat,
-    qc.json, and with brain_extraction "template" only, template.nii.gz: the target-contrast reference
-    head that brain extraction registered to the target image (not normalised; the atlas_map baseline's
-    input). With "labels" nothing is registered to the template, so atlas_map needs "template".
+    Returns the QC values of both (also in qc.json and <source>_qc.json)."""
+    if inputs.target not in inputs.images:
+        raise InputError(f"subject {inputs.subject}: target contrast {inputs.target} missing")
+    sources = {c: path for c, path in inputs.images.items() if c != inputs.target}
+    for path in sources.values():
+        load_volume(path)  # a bad source stops the subject before any of its compute
+    target_only = SubjectImages(inputs.subject, inputs.target, {inputs.target: inputs.images[inputs.target]},
+                                inputs.labels, inputs.misalignment)
+    qc = preprocess_target(target_only, out_dir, brain_extraction=brain_extraction, use_n4=use_n4,
+                           percentiles=percentiles)
+    for contrast, path in sources.items():
+        qc.update(register_source(inputs.subject, contrast, path, out_dir, inputs.target, registration=registration,
+                                  use_n4=use_n4, percentiles=percentiles, misalignment=inputs.misalignment))
+    return qc
 
-    Returns the QC values also written to qc.json: registration errors where the true misalignment is
-    known ("<source>_error_{before,after}_mm") and, where true labels are given, the Dice of the labels
+
+def preprocess_target(
+    inputs: SubjectImages,
+    out_dir: Path,
+    *,
+    brain_extraction: BrainExtraction = "template",
+    use_n4: bool = True,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> dict[str, float]:
+    """Preprocess a subject's target-contrast image (inputs.images[inputs.target]; other contrasts are
+    ignored) into `out_dir`, on its own grid reoriented to RAS so that axis 2 is axial:
+
+    <target>.nii.gz (N4-corrected), <target>_norm.nii.gz (normalised, skull-stripped, [-1, 1]),
+    brainmask.nii.gz, labels.nii.gz (the given labels, else tissue_labels), qc.json, and with
+    brain_extraction "template" only, template.nii.gz: the target-contrast reference head that brain
+    extraction registered to the target image (not normalised; the atlas_map baseline's input). With
+    "labels" nothing is registered to the template, so atlas_map needs "template".
+
+    Returns the QC values also written to qc.json: where true labels are given, the Dice of the labels
     real data would get against them ("atropos_dice_<class>").
     """
     if inputs.target not in inputs.images:
         raise InputError(f"subject {inputs.subject}: target contrast {inputs.target} missing")
-    # The target fixes the grid of every output: reoriented to RAS so that axis 2 is axial.
-    volumes = {c: load_volume(path, canonical=c == inputs.target) for c, path in inputs.images.items()}
-    target_volume = volumes[inputs.target]
+    target_volume = load_volume(inputs.images[inputs.target], canonical=True)
     labels = load_volume(inputs.labels, canonical=True) if inputs.labels else None
     if labels is not None:
         check_same_grid([target_volume, labels])
@@ -261,14 +286,14 @@ def preprocess_subject(
             raise InputError(f"subject {inputs.subject}: brain_extraction 'labels' needs label files")
         mask = check_mask(labels.data, inputs.labels)
     out_dir.mkdir(parents=True, exist_ok=True)
-    corrected, extracted = correct_and_extract(volumes, inputs.target, float(target_volume.voxel_mm.mean()),
-                                               use_n4=use_n4, extract=brain_extraction == "template")
+    corrected, extracted = correct_and_extract({inputs.target: target_volume}, inputs.target,
+                                               float(target_volume.voxel_mm.mean()), use_n4=use_n4,
+                                               extract=brain_extraction == "template")
     fixed = corrected[inputs.target]
     template = priors = None
     if extracted is not None:
         mask, template = check_mask(extracted.mask, out_dir / "brainmask.nii.gz"), extracted.template
         priors = extracted.tissue_priors
-    truth = read_json(inputs.misalignment) if inputs.misalignment else {}
     if priors is not None:
         estimated = tissue_labels(fixed.numpy(), mask, priors)
     elif inputs.target in PROTOCOLS:  # given labels: Atropos only checks them, where it knows the tissue order
@@ -284,27 +309,58 @@ def preprocess_subject(
         # tables.qc_tables reads it into atropos.csv).
         if estimated is not None:
             qc.update({f"atropos_dice_{k}": v for k, v in dice_per_class(estimated, label_data).items()})
-    registered = {inputs.target: fixed}
-    for contrast, moving in corrected.items():
-        if contrast == inputs.target:
-            continue
-        transform = out_dir / f"{contrast}_to_{inputs.target}.mat"
-        registered[contrast] = _register(fixed, moving, registration, transform)
-        if contrast in truth:
-            matrix = np.asarray(truth[contrast]["target_to_source"], dtype=float)
-            for key, value in registration_error_mm(transform, matrix, mask, target_volume.affine).items():
-                qc[f"{contrast}_{key}"] = value
     affine = target_volume.affine
     save_volume(out_dir / "brainmask.nii.gz", mask, affine, dtype=np.uint8)
     save_volume(out_dir / "labels.nii.gz", label_data, affine, dtype=np.uint8)
     if template is not None:
         save_volume(out_dir / "template.nii.gz", template, affine)
-    for contrast, image in registered.items():
-        data = image.numpy()
-        save_volume(out_dir / f"{contrast}.nii.gz", data, affine)
-        save_volume(out_dir / f"{contrast}_norm.nii.gz", normalise(data, mask, percentiles), affine)
+    _save_with_normalised(out_dir, inputs.target, fixed.numpy(), mask, affine, percentiles)
     write_json(out_dir / "qc.json", {"subject": inputs.subject, **qc})
     return qc
+
+
+def register_source(
+    subject: str,
+    contrast: str,
+    image: Path,
+    out_dir: Path,
+    target: str,
+    *,
+    registration: Registration = "Rigid",
+    use_n4: bool = True,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    misalignment: Path | None = None,
+) -> dict[str, float]:
+    """Bring one source contrast of a subject onto its preprocessed target (preprocess_target's out_dir):
+    N4, then `registration` to <target>.nii.gz, then normalisation inside brainmask.nii.gz. A job of its
+    own in the workflow, so that a source nothing reads (a training subject's) is never registered.
+
+    Writes <contrast>.nii.gz, <contrast>_norm.nii.gz, <contrast>_to_<target>.mat and <contrast>_qc.json;
+    returns that QC: the registration error where the true misalignment is known (phantom,
+    "<contrast>_error_{before,after}_mm")."""
+    moving_volume = load_volume(image)
+    fixed_volume = load_volume(out_dir / f"{target}.nii.gz")
+    mask = load_volume(out_dir / "brainmask.nii.gz").data > 0
+    moving = to_ants(moving_volume.data, moving_volume.affine)
+    transform = out_dir / f"{contrast}_to_{target}.mat"
+    registered = _register(to_ants(fixed_volume.data, fixed_volume.affine), n4(moving) if use_n4 else moving,
+                           registration, transform)
+    truth = read_json(misalignment) if misalignment else {}
+    qc: dict[str, float] = {}
+    if contrast in truth:
+        matrix = np.asarray(truth[contrast]["target_to_source"], dtype=float)
+        for key, value in registration_error_mm(transform, matrix, mask, fixed_volume.affine).items():
+            qc[f"{contrast}_{key}"] = value
+    _save_with_normalised(out_dir, contrast, registered.numpy(), mask, fixed_volume.affine, percentiles)
+    write_json(out_dir / f"{contrast}_qc.json", {"subject": subject, **qc})
+    return qc
+
+
+def _save_with_normalised(out_dir: Path, contrast: str, data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
+                          percentiles: tuple[float, float]) -> None:
+    """<contrast>.nii.gz as given and <contrast>_norm.nii.gz, normalised inside the brain mask."""
+    save_volume(out_dir / f"{contrast}.nii.gz", data, affine)
+    save_volume(out_dir / f"{contrast}_norm.nii.gz", normalise(data, mask, percentiles), affine)
 
 
 def _register(fixed: ants.ANTsImage, moving: ants.ANTsImage, kind: Registration, transform_path: Path) -> ants.ANTsImage:

@@ -149,23 +149,41 @@ def labels_path(subject):
 
 
 def preprocess_inputs(wildcards):
-    inputs = {"images": [str(IMAGES[wildcards.subject][c]) for c in CONTRASTS]}
+    inputs = {"image": str(IMAGES[wildcards.subject][TARGET])}
     if labels_path(wildcards.subject):
         inputs["labels"] = str(labels_path(wildcards.subject))
+    return inputs
+
+
+def preprocess_args(wildcards, input):
+    labels = f"--labels {input.labels}" if hasattr(input, "labels") else ""
+    pre = config["preprocess"]
+    return (
+        f"--image {TARGET}={input.image} {labels} {n4_option()} --brain-extraction {pre['brain_extraction']} "
+        f"{percentiles_option()}"
+    )
+
+
+def register_inputs(wildcards):
+    """A source image and its subject's preprocessed target (its grid, brain mask and folder)."""
+    inputs = {"source": str(IMAGES[wildcards.subject][wildcards.source]),
+              "target": preprocessed(wildcards.subject, TARGET), "mask": preprocessed(wildcards.subject, "brainmask")}
     if PHANTOM:
         inputs["misalignment"] = str(bids_image(DATA["root"], wildcards.subject, "misalignment", ".json"))
     return inputs
 
 
-def preprocess_args(wildcards, input):
-    images = " ".join(f"--image {c}={p}" for c, p in zip(CONTRASTS, input.images))
+def register_args(wildcards, input):
     truth = f"--misalignment {input.misalignment}" if PHANTOM else ""
-    labels = f"--labels {input.labels}" if hasattr(input, "labels") else ""
-    pre = config["preprocess"]
-    return (
-        f"{images} {labels} {truth} {'' if pre['n4'] else '--no-n4'} --registration {pre['registration']} "
-        f"--brain-extraction {pre['brain_extraction']} --percentiles {' '.join(map(str, pre['percentiles']))}"
-    )
+    return f"{truth} {n4_option()} --registration {config['preprocess']['registration']} {percentiles_option()}"
+
+
+def n4_option():
+    return "" if config["preprocess"]["n4"] else "--no-n4"
+
+
+def percentiles_option():
+    return "--percentiles " + " ".join(map(str, config["preprocess"]["percentiles"]))
 
 
 def json_option(section):

@@ -69,8 +69,7 @@ rule preprocess:
     input:
         unpack(preprocess_inputs),
     output:
-        images=[f"{PRE}/{c}.nii.gz" for c in CONTRASTS],
-        normalised=[f"{PRE}/{c}_norm.nii.gz" for c in CONTRASTS],
+        images=[f"{PRE}/{TARGET}.nii.gz", f"{PRE}/{TARGET}_norm.nii.gz"],
         mask=f"{PRE}/brainmask.nii.gz",
         templates=[f"{PRE}/template.nii.gz"] if TEMPLATE_REGISTERED else [],
         labels=f"{PRE}/labels.nii.gz",
@@ -94,9 +93,39 @@ rule preprocess:
         "--target {params.target} {params.args} --out-dir {params.out_dir} > {log} 2>&1"
 
 
+# A source contrast on its subject's preprocessed target: a job per source, so that only the sources
+# something reads are registered (the test subjects'; the training subjects' for the supervised bound).
+rule register:
+    input:
+        unpack(register_inputs),
+    output:
+        images=[f"{PRE}/{{source}}.nii.gz", f"{PRE}/{{source}}_norm.nii.gz"],
+        transform=f"{PRE}/{{source}}_to_{TARGET}.mat",
+        qc=f"{PRE}/{{source}}_qc.json",
+    params:
+        args=register_args,
+        target=TARGET,
+        target_dir=lambda wildcards, input: Path(input.mask).parent,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        "logs/register/sub-{subject}_{source}.log",
+    benchmark:
+        "benchmarks/register/sub-{subject}_{source}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} midiffusion register --subject {wildcards.subject} "
+        "--target {params.target} --source {wildcards.source}={input.source} --target-dir {params.target_dir} "
+        "{params.args} > {log} 2>&1"
+
+
 rule qc_tables:
     input:
         expand(f"{PRE}/qc.json", subject=COHORT.subjects),
+        expand(f"{PRE}/{{source}}_qc.json", subject=SPLIT.test, source=SOURCES),
     output:
         registration=report(
             "results/tables/registration.csv", caption="../report/registration.rst", category="Preprocessing"

@@ -46,7 +46,7 @@ rule baseline:
         producer="|".join(producers("target") + producers("map")),
     params:
         size=config["slices"]["size"],
-        percentiles=" ".join(map(str, config["preprocess"]["percentiles"])),
+        percentiles=percentiles_option(),
         template=lambda wildcards, input: f"--template {input.templates[0]}" if input.templates else "",
     threads: 1
     resources:
@@ -60,5 +60,5 @@ rule baseline:
         "../../envs/data.yaml"
     shell:
         "midiffusion baseline --method {wildcards.producer} --source {input.source} --target {input.target} "
-        "--mask {input.mask} {params.template} --slice-size {params.size} --percentiles {params.percentiles} --reference {input.references} "
+        "--mask {input.mask} {params.template} --slice-size {params.size} {params.percentiles} --reference {input.references} "
         "--reference-mask {input.reference_masks} --out {output} > {log} 2>&1"

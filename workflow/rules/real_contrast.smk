@@ -19,8 +19,8 @@ rule real_contrast:
         methods=" ".join(METHODS_RUN),
         options=json_option("sampling"),
         voxel_mm=config["phantom"]["voxel_mm"],
-        n4="" if config["preprocess"]["n4"] else "--no-n4",
-        percentiles=" ".join(map(str, config["preprocess"]["percentiles"])),
+        n4=n4_option(),
+        percentiles=percentiles_option(),
         size=config["slices"]["size"],
     threads: 2
     resources:
@@ -36,6 +36,6 @@ rule real_contrast:
     shell:
         "OMP_NUM_THREADS={threads} midiffusion real-contrast --model {input.model} {params.nnunet} --target {params.target} "
         "--reference {input.references} --reference-mask {input.reference_masks} --methods {params.methods} "
-        "--options {params.options:q} --voxel-mm {params.voxel_mm} {params.n4} --percentiles {params.percentiles} "
+        "--options {params.options:q} --voxel-mm {params.voxel_mm} {params.n4} {params.percentiles} "
         "--slice-size {params.size} --out-dir {output.folder} --table {output.csv} --markdown {output.markdown} "
         "--figure {output.figure} > {log} 2>&1"
