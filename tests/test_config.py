@@ -147,3 +147,13 @@ def test_cpu_bfloat16_is_on_off_or_decided_by_the_cpu():
         assert build_model(DiffusionConfig.from_dict({**tiny, "cpu_bfloat16": setting})).cpu_bfloat16 is setting
     with pytest.raises(InputError, match="cpu_bfloat16 = 'yes' is not true, false or auto"):
         DiffusionConfig.from_dict({"cpu_bfloat16": "yes"})
+
+
+def test_the_workflow_profile_wakes_the_scheduler_rarely_at_snakemakes_rate():
+    # Every finished job adds a chain of scheduler wake-ups one timespan apart (docs/hardware.md).
+    from snakemake.settings.types import MaxJobsPerTimespan
+
+    profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "default" / "config.yaml").read_text())
+    limit = MaxJobsPerTimespan.parse_choice(profile["max-jobs-per-timespan"])
+    assert limit.timespan >= 10 and limit.max_jobs / limit.timespan >= 100
+    assert profile["rerun-incomplete"] is True
