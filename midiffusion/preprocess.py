@@ -237,18 +237,14 @@ def preprocess_subject(
     percentiles: tuple[float, float] = (0.5, 99.5),
 ) -> dict[str, float]:
     """Preprocess one subject into `out_dir` (all on the target grid): the target (preprocess_target),
-    then each source contrast registered to it (register_source). Every image is read and checked first.
+    then each source contrast registered to it (register_source). Every source is read and checked before
+    the target's compute.
 
     Returns the QC values of both (also in qc.json and <source>_qc.json)."""
-    if inputs.target not in inputs.images:
-        raise InputError(f"subject {inputs.subject}: target contrast {inputs.target} missing")
     sources = {c: path for c, path in inputs.images.items() if c != inputs.target}
     for path in sources.values():
         load_volume(path)  # a bad source stops the subject before any of its compute
-    target_only = SubjectImages(inputs.subject, inputs.target, {inputs.target: inputs.images[inputs.target]},
-                                inputs.labels, inputs.misalignment)
-    qc = preprocess_target(target_only, out_dir, brain_extraction=brain_extraction, use_n4=use_n4,
-                           percentiles=percentiles)
+    qc = preprocess_target(inputs, out_dir, brain_extraction=brain_extraction, use_n4=use_n4, percentiles=percentiles)
     for contrast, path in sources.items():
         qc.update(register_source(inputs.subject, contrast, path, out_dir, inputs.target, registration=registration,
                                   use_n4=use_n4, percentiles=percentiles, misalignment=inputs.misalignment))
