@@ -448,13 +448,15 @@ def cmd_nnunet_train(args: argparse.Namespace) -> None:
     from .segment import train
 
     print(train(_nnunet_dirs(args), args.dataset_id, args.configuration, args.trainer,
-                device=args.device, num_processes=args.num_processes))
+                device=args.device, num_processes=args.num_processes, seed=args.seed))
 
 
 def _add_nnunet_train(commands: _Commands) -> None:
     parser = commands.add("nnunet-train", "train nnU-Net on one contrast of the training subjects", cmd_nnunet_train,
                           user=False)
     _add_nnunet_common(parser)
+    parser.set_defaults(num_processes=0)  # in-process augmentation: the seed then repeats the training
+    parser.add_argument("--seed", type=int, default=0, help="seeds this project's trainers")
 
 
 def cmd_nnunet_curve(args: argparse.Namespace) -> None:

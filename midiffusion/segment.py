@@ -38,6 +38,8 @@ TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
 LABELS = {"background": 0, **TISSUE_LABELS}
 FILE_ENDING = ".nii.gz"
 OUTPUT_TAIL_LINES = 40
+# how train() hands its seed to the project's trainers (nnunet_trainers/), which nnU-Net builds itself
+SEED_VARIABLE = "nnUNet_midiffusion_seed"
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Fold = int | Literal["all"]
@@ -143,11 +145,15 @@ def train(
     trainer: str = "nnUNetTrainer",
     fold: Fold = "all",
     device: Device = "auto",
-    num_processes: int = 2,
+    num_processes: int = 0,
+    seed: int | None = 0,
 ) -> Path:
     """Train with nnUNetv2_train; return the path of the final checkpoint.
 
-    `num_processes` data-augmentation workers (0 = augment in the training process).
+    `num_processes` data-augmentation workers (0 = augment in the training process). `seed` seeds this
+    project's trainers (network initialisation, batch sampling, augmentation; None: unseeded): with
+    augmentation in the training process a training repeats exactly on the same machine, where workers
+    would hand back their batches in whatever order they finish. A resumed training is not reseeded.
     `trainer` is any name nnU-Net's `-tr` lookup finds: its own (nnUNetTrainer, the paper's 1000
     epochs; nnUNetTrainer_5epochs, ...) or this project's (nnUNetTrainer_midiffusion_ci,
     nnUNetTrainer_midiffusion_quick). An interrupted training resumes from its latest checkpoint
@@ -164,6 +170,7 @@ def train(
          "-device", resolve_device(device)] + (["--c"] if resume else []),
         dirs,
         num_processes,
+        {} if seed is None else {SEED_VARIABLE: str(seed)},
     )
     if not checkpoint.exists():
         raise RuntimeError(f"nnUNetv2_train finished but wrote no {checkpoint}")
@@ -350,9 +357,9 @@ def _nnunet_command(name: str) -> str:
     return found
 
 
-def _run_nnunet(command: list[str], dirs: NnunetDirs, num_processes: int) -> None:
+def _run_nnunet(command: list[str], dirs: NnunetDirs, num_processes: int, extra_env: dict[str, str] | None = None) -> None:
     """Run one nnU-Net command line, echoing its output; RuntimeError with the output's tail on failure."""
-    env = {**os.environ, **dirs.env(num_processes), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **dirs.env(num_processes), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
     with subprocess.Popen(
         command,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -160,6 +161,24 @@ def test_predict_with_the_ci_runs_nnunet_takes_any_naming(tmp_path, ci_run):
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
 
 
+@pytest.mark.slow
+def test_a_seeded_training_repeats_exactly_and_another_seed_does_not(tmp_path):
+    """With augmentation in the training process, the same seed trains the same network."""
+    dirs = NnunetDirs(tmp_path / "nnunet")
+    export_training_set(_write_cases(tmp_path, 3), dirs, 7, "T1w")
+    plan_and_preprocess(dirs, 7, num_processes=1)
+
+    def trained_weights(seed: int) -> dict[str, torch.Tensor]:
+        checkpoint = train(dirs, 7, trainer=CI_TRAINER, device="cpu", num_processes=0, seed=seed)
+        weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+        shutil.rmtree(checkpoint.parent)  # the next training starts afresh instead of resuming
+        return weights
+
+    first, again, other = trained_weights(0), trained_weights(0), trained_weights(1)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
 def test_training_curve_reads_the_checkpoints_log(tmp_path):
     log = {"train_losses": [-0.1, -0.3], "val_losses": [-0.2, -0.35], "mean_fg_dice": [np.float64(0.4), 0.6],
            "ema_fg_dice": [0.4, 0.42], "epoch_start_timestamps": [0.0, 1.0]}
@@ -188,7 +207,7 @@ def test_training_resumes_only_from_a_checkpoint_newer_than_its_plans(tmp_path, 
     os.utime(first, (1_000_000, 1_000_000))  # written before the other
     calls = []
 
-    def fake_nnunet(command, dirs, num_processes):
+    def fake_nnunet(command, dirs, num_processes, extra_env=None):
         calls.append(command)
         final.write_bytes(b"trained")
 

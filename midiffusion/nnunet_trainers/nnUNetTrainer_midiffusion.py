@@ -9,17 +9,23 @@ recipe's. Names follow nnU-Net's `nnUNetTrainer<RECIPE><SCHEDULE>`: the rivals o
 model says how it was trained.
 """
 
+import os
+import random
+
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
 
 from midiffusion.nnunet_trainers.nnUNetTrainerDomainRand import nnUNetTrainerDomainRand
+from midiffusion.segment import SEED_VARIABLE
 
 
 class ShortSchedule:
     """Mixin for an nnUNetTrainer: `epochs` epochs of `iterations` training and `val_iterations`
-    validation batches, and batches of at most `max_batch_size` patches (None: the plan's)."""
+    validation batches, and batches of at most `max_batch_size` patches (None: the plan's); seeded
+    when segment.train passes a seed (SEED_VARIABLE)."""
 
     epochs: int
     iterations: int
@@ -40,6 +46,12 @@ class ShortSchedule:
         self.num_iterations_per_epoch = self.iterations
         self.num_val_iterations_per_epoch = self.val_iterations
         self.save_every = 5  # checkpoint_latest.pth: an interrupted training resumes there (segment.train)
+        if (seed := os.environ.get(SEED_VARIABLE)) is not None:
+            # every generator the training draws from: network initialisation, batch sampling, augmentation
+            random.seed(int(seed))
+            np.random.seed(int(seed))
+            torch.manual_seed(int(seed))
+            self.print_to_log_file(f"Seed {seed}")
 
     def _set_batch_size_and_oversample(self):
         super()._set_batch_size_and_oversample()

@@ -196,14 +196,18 @@ def dataset_contrast(wildcards):
     return wildcards.dataset.split("_", 1)[1]
 
 
-def nnunet_args(contrast=TARGET, predict=False, trainer=NNUNET["trainer"]):
-    """The CLI options of an nnU-Net model of a contrast; predict=True adds the prediction options.
-    trainer=None leaves the trainer out, for the steps before training that every trainer shares: a change
-    of schedule then keeps the exported and planned dataset."""
+def nnunet_args(contrast=TARGET, predict=False, trainer=NNUNET["trainer"], train=False):
+    """The CLI options of an nnU-Net model of a contrast; predict=True adds the prediction options,
+    train=True the training's (its augmentation workers and seed). trainer=None leaves the trainer out, for
+    the steps before training that every trainer shares: a change of schedule then keeps the exported and
+    planned dataset."""
+    processes = NNUNET["augmentation_processes"] if train else NNUNET["num_processes"]
     args = (
         f"--root {NNUNET_ROOT} --dataset-id {NNUNET_IDS[contrast]} --configuration {NNUNET['configuration']} "
-        f"--num-processes {NNUNET['num_processes']}" + (f" --trainer {trainer}" if trainer else "")
+        f"--num-processes {processes}" + (f" --trainer {trainer}" if trainer else "")
     )
+    if train:
+        args += f" --seed {NNUNET['seed']}"
     return args + ("" if NNUNET["mirroring"] or not predict else " --no-mirroring")
 
 

@@ -57,7 +57,7 @@ rule nnunet_train:
     output:
         nnunet_model("{dataset}", "{trainer}"),
     params:
-        nnunet=lambda w: nnunet_args(dataset_contrast(w), trainer=w.trainer),
+        nnunet=lambda w: nnunet_args(dataset_contrast(w), trainer=w.trainer, train=True),
     threads: 2
     resources:
         mem_mb=12000,
