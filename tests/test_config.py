@@ -157,3 +157,18 @@ def test_the_workflow_profile_wakes_the_scheduler_rarely_at_snakemakes_rate():
     limit = MaxJobsPerTimespan.parse_choice(profile["max-jobs-per-timespan"])
     assert limit.timespan >= 10 and limit.max_jobs / limit.timespan >= 100
     assert profile["rerun-incomplete"] is True
+
+
+def test_nnunet_training_takes_its_seed_and_augmentation_workers_and_prediction_its_own_workers(tmp_path):
+    """Would catch nnunet.seed or nnunet.augmentation_processes not reaching the training jobs."""
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"nnunet": {"seed": 7, "augmentation_processes": 3}}))
+    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow/Snakefile"), "--directory", str(tmp_path),
+               "--dry-run", "--printshellcmds", "--configfile", str(ROOT / "config/ci.yaml"), str(override)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line.removeprefix("Shell command: ") for line in (result.stdout + result.stderr).splitlines()]
+    training = [command for command in commands if command.startswith("midiffusion nnunet-train")]
+    prediction = [command for command in commands if command.startswith("midiffusion nnunet-predict")]
+    assert len(training) == 3 and all("--num-processes 3 " in c and "--seed 7 " in c for c in training)
+    assert prediction and all("--num-processes 0 " in c for c in prediction)  # ci.yaml's num_processes

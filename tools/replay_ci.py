@@ -1,8 +1,9 @@
 """Does a change of code change what the workflow computes? Replays the reproducible rules of a finished
 ci run with two checkouts of the project and compares every output file.
 
-Two whole runs cannot be compared file for file: nnU-Net's training augments with unseeded random
-numbers, so its segmentations (and every Dice) move from run to run of the same code. So both checkouts
+Two whole runs on different machines cannot be compared file for file: nnU-Net's training is seeded
+(`nnunet.seed`) but takes every core of the machine, and its floating-point sums depend on the CPU and
+the number of threads, so its segmentations (and every Dice) move between machines. So both checkouts
 start from copies of one finished run (`snakemake --configfile config/ci.yaml` in RUN) and rerun only
 REPLAYED, the rules whose outputs are reproducible (ANTs seeded, one ITK and one torch thread), keeping
 the run's nnU-Net segmentations. The comparison is of the voxels and affines of NIfTI files, the weights
