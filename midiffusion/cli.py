@@ -455,8 +455,9 @@ def _add_nnunet_train(commands: _Commands) -> None:
     parser = commands.add("nnunet-train", "train nnU-Net on one contrast of the training subjects", cmd_nnunet_train,
                           user=False)
     _add_nnunet_common(parser)
-    parser.set_defaults(num_processes=0)  # in-process augmentation: the seed then repeats the training
-    parser.add_argument("--seed", type=int, default=0, help="seeds this project's trainers")
+    # here --num-processes counts augmentation workers: 0 (in-process) lets the seed repeat the training
+    parser.set_defaults(num_processes=default("nnunet", "augmentation_processes"))
+    parser.add_argument("--seed", type=int, default=default("nnunet", "seed"), help="seeds this project's trainers")
 
 
 def cmd_nnunet_curve(args: argparse.Namespace) -> None:

@@ -3,10 +3,11 @@
 Two runs of the same default give the run-to-run spread (below); a run and its copy at another budget
 (`experiments/rivals_long.yaml`) give what the budget changes (results/tables/rivals_long/budget.md).
 
-nnU-Net training is not bit-reproducible on a CPU, so two from-scratch runs of one commit give every
-segmenter, and so every method's Dice, a slightly different value. This table says how large that
-spread is, and how much of the verdict's ranking (the zero-shot roads per anatomy and source, bounds
-left out) survives it: a gap between two methods smaller than the spread is not a finding.
+Each nnU-Net's training depends on its seed (`nnunet.seed`; before it was seeded, on chance), so two
+runs with different seeds give every segmenter, and so every method's Dice, a slightly different
+value. This table says how large that spread is, and how much of the verdict's ranking (the zero-shot
+roads per anatomy and source, bounds left out) survives it: a gap between two methods smaller than the
+spread is not a finding.
 
     git show <commit>:results/tables/summary.csv > /tmp/run_a.csv
     python tools/studies/compare_runs.py /tmp/run_a.csv results/tables/summary.csv --names "run A" "run B" \
