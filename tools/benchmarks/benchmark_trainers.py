@@ -5,11 +5,14 @@ schedule cost more than the target's.
 Builds `--subjects` phantom subjects at 2 mm, exports their normalised T1w ([-1, 1] in the brain, -1
 outside, as the workflow's preprocessing gives) and labels, plans and preprocesses (2d) as the workflow
 does, then trains each trainer for `--epochs` epochs in this process (the quick schedule, only fewer
-epochs) with `--threads` torch threads and one augmentation worker, and reads nnU-Net's own epoch times
-(training and validation batches; checkpoints and plots are outside them). The augmentation worker
-runs beside the training, so the notes also give the loader's own cost of one batch (loading and
-augmentation, in this process). Appends one row per trainer to results/benchmarks/trainers.csv.
-Usage: python tools/benchmarks/benchmark_trainers.py [--subjects 5] [--epochs 2] [--threads 2] [--out CSV]
+epochs) with `--threads` torch threads, once per count of augmentation workers in `--workers` (0:
+augmentation in the training process, the default's `nnunet.augmentation_processes`; the counts
+alternate per trainer, so a drifting machine hits them alike), and reads nnU-Net's own epoch times
+(training and validation batches; checkpoints and plots are outside them). Workers run beside the
+training, so the notes also give the loader's own cost of one batch (loading and augmentation, in this
+process). Appends one row per trainer and worker count to results/benchmarks/trainers.csv.
+Usage: python tools/benchmarks/benchmark_trainers.py [--subjects 5] [--epochs 2] [--threads 2] [--workers 0 2]
+       [--out CSV]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from midiffusion.config import default
 from midiffusion.io import load_volume, save_volume
 from midiffusion.methods import trainer_name
 from midiffusion.phantom import build_subject, subject_paths
@@ -57,7 +61,8 @@ def time_trainer(name: str, epochs: int) -> tuple[list[float], float, str]:
     trainer.run_training()
     starts = trainer.logger.get_value("epoch_start_timestamps", step=None)
     epoch_s = [end - start for start, end in zip(starts, trainer.logger.get_value("epoch_end_timestamps", step=None))]
-    loader = trainer.dataloader_train.generator  # the augmenter's loader, transforms included
+    augmenter = trainer.dataloader_train  # in-process (data_loader) or with workers (generator)
+    loader = getattr(augmenter, "generator", None) or augmenter.data_loader  # its loader, transforms included
     loader.generate_train_batch()  # warm-up: this process has not run the transforms yet
     start = time.perf_counter()
     for _ in range(LOADER_BATCHES):
@@ -74,6 +79,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[default("nnunet", "augmentation_processes")],
+                        help="augmentation worker counts to time (0: in the training process)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/trainers.csv"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,15 +88,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchmark_trainers.") as tmp:
         dirs = NnunetDirs(Path(tmp) / "nnunet")
-        # nnU-Net reads some settings at import: set its variables (one augmentation worker) first
+        # nnU-Net reads some settings at import: set its variables first (its worker count when it starts a loader)
         os.environ.update(dirs.env(num_processes=1))
         cases = [phantom_case(Path(tmp) / "data", f"{i:02d}") for i in range(1, args.subjects + 1)]
         export_training_set(cases, dirs, 1, "T1w")
         plan_and_preprocess(dirs, 1, "2d", num_processes=1)
-        for name in (trainer_name(segmenter, TARGET) for segmenter in SEGMENTERS):
+        for name, workers in ((trainer_name(s, TARGET), w) for s in SEGMENTERS for w in args.workers):
+            os.environ["nnUNet_n_proc_DA"] = str(workers)
             load = os.getloadavg()[0]
             epoch_s, loader_s, setup = time_trainer(name, args.epochs)
-            notes = (f"{args.subjects} phantom subjects at 2 mm; {setup}; 1 augmentation worker; epochs "
+            notes = (f"{args.subjects} phantom subjects at 2 mm; {setup}; {workers} augmentation workers; epochs "
                      f"{', '.join(f'{s:.1f}' for s in epoch_s)} s; loader alone {loader_s:.2f} s/batch; "
                      f"load avg {load:.2f} before")
             rows.append({"date": datetime.date.today().isoformat(), "machine": machine, "trainer": name,
