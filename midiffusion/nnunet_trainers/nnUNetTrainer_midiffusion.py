@@ -46,11 +46,12 @@ class ShortSchedule:
         self.num_iterations_per_epoch = self.iterations
         self.num_val_iterations_per_epoch = self.val_iterations
         self.save_every = 5  # checkpoint_latest.pth: an interrupted training resumes there (segment.train)
-        if (seed := os.environ.get(SEED_VARIABLE)) is not None:
+        if (value := os.environ.get(SEED_VARIABLE)) is not None:
+            seed = int(value)
             # every generator the training draws from: network initialisation, batch sampling, augmentation
-            random.seed(int(seed))
-            np.random.seed(int(seed))
-            torch.manual_seed(int(seed))
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
             self.print_to_log_file(f"Seed {seed}")
 
     def _set_batch_size_and_oversample(self):

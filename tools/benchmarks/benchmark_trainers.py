@@ -94,7 +94,7 @@ def main() -> None:
         export_training_set(cases, dirs, 1, "T1w")
         plan_and_preprocess(dirs, 1, "2d", num_processes=1)
         for name, workers in ((trainer_name(s, TARGET), w) for s in SEGMENTERS for w in args.workers):
-            os.environ["nnUNet_n_proc_DA"] = str(workers)
+            os.environ.update(dirs.env(num_processes=workers))  # the loader reads its worker count when it starts
             load = os.getloadavg()[0]
             epoch_s, loader_s, setup = time_trainer(name, args.epochs)
             notes = (f"{args.subjects} phantom subjects at 2 mm; {setup}; {workers} augmentation workers; epochs "
