@@ -29,7 +29,7 @@ import torch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
 from midiffusion.layout import (
-    NNUNET_CHECKPOINT, NNUNET_LATEST_CHECKPOINT, NNUNET_PLANS, TISSUE_LABELS, dataset_name, dataset_prefix,
+    BACKGROUND, NNUNET_CHECKPOINT, NNUNET_LATEST_CHECKPOINT, NNUNET_PLANS, TISSUE_LABELS, dataset_name, dataset_prefix,
     nnunet_checkpoint, nnunet_model_dir,
 )
 from midiffusion.diffusion.model import select_device
@@ -214,8 +214,8 @@ def predict(
 ) -> dict[str, Path]:
     """Segment volumes (case id -> image path, any file naming) into out_dir/<case>.nii.gz.
 
-    Uses the trained model's checkpoint_final.pth. The images are linked into a temporary input
-    folder under nnU-Net's naming (<case>_0000.nii.gz); the predictions are checked to have their
+    Uses the trained model's checkpoint_final.pth. The images are written into a temporary input
+    folder under nnU-Net's naming (<case>_0000.nii.gz, nnunet_intensities); the predictions are checked to have their
     input's shape and affine and only then moved into out_dir, so no half-finished set is left.
     `num_processes=0` runs nnU-Net's sequential mode (no worker processes); `mirroring=False`
     turns off test-time mirroring (4x fewer forward passes in 2d: worth it on a CPU).
@@ -286,7 +286,7 @@ def _export_case(case: Case, folder: Path) -> None:
             f"{case.label}: label values must be {sorted(LABELS.values())} "
             f"({', '.join(LABELS)}), found {', '.join(f'{v:g}' for v in bad[:10])}"
         )
-    save_volume(folder / "imagesTr" / f"{case.case_id}_0000{FILE_ENDING}", image.data, image.affine)
+    save_volume(folder / "imagesTr" / f"{case.case_id}_0000{FILE_ENDING}", nnunet_intensities(image.data), image.affine)
     save_volume(folder / "labelsTr" / f"{case.case_id}{FILE_ENDING}", label.data, label.affine, dtype=np.uint8)
 
 
@@ -299,13 +299,21 @@ class _Grid:
     affine: np.ndarray
 
 
+def nnunet_intensities(data: np.ndarray) -> np.ndarray:
+    """An image as nnU-Net gets it, for training and prediction alike: shifted so that BACKGROUND is 0.
+
+    nnU-Net crops every case to the box of its non-zero voxels and z-scores inside them (a shift changes
+    nothing else). On the project's normalised images (BACKGROUND outside the brain) it so trains and
+    predicts on the brain's box, not on a volume 80 % background: on the 2 mm phantom 0.44 x the voxels
+    (docs/hardware.md). A brain voxel at exactly BACKGROUND (the darkest 0.5 %) on the brain's edge falls
+    outside the mask nnU-Net z-scores in, and is read as 0 there."""
+    return (np.asarray(data, dtype=np.float32) - np.float32(BACKGROUND)).astype(np.float32)
+
+
 def _stage_input(source: Path, path: Path) -> _Grid:
-    """Check the image; link it under nnU-Net's name when it is already .nii.gz, else write a copy."""
+    """Check the image; write it under nnU-Net's name, on nnU-Net's intensities."""
     volume = load_volume(source)  # InputError naming the file if it is missing, not 3-D or not finite
-    if source.name.endswith(FILE_ENDING):
-        path.symlink_to(source.resolve())
-    else:
-        save_volume(path, volume.data, volume.affine)
+    save_volume(path, nnunet_intensities(volume.data), volume.affine)
     return _Grid(source, volume.data.shape, volume.affine)
 
 

@@ -134,7 +134,8 @@ def test_planning_replaces_the_fingerprint_of_earlier_training_images(tmp_path):
     plan_and_preprocess(dirs, 5, num_processes=1)
     planned = json.loads(fingerprint.read_text())
     assert planned["spacings"] == [[1.5, 1.0, 1.0]] * 2  # AFFINE's voxel sizes, in nnU-Net's axis order
-    assert planned["foreground_intensity_properties_per_channel"]["0"]["percentile_99_5"] <= 1.0
+    # the images' [-1, 1] as nnU-Net gets them, shifted to [0, 2] (nnunet_intensities)
+    assert planned["foreground_intensity_properties_per_channel"]["0"]["percentile_99_5"] <= 2.0
 
 
 @pytest.mark.slow
@@ -214,3 +215,22 @@ def test_training_resumes_only_from_a_checkpoint_newer_than_its_plans(tmp_path, 
     monkeypatch.setattr(segment, "_run_nnunet", fake_nnunet)
     assert train(dirs, 901, trainer=CI_TRAINER, device="cpu") == final
     assert ("--c" in calls[0]) == resumes
+
+
+def test_nnunet_gets_the_background_as_zero_so_that_it_crops_to_the_brain(tmp_path):
+    """Training images and prediction inputs alike are shifted so that BACKGROUND is 0: nnU-Net then crops
+    each case to the brain's box instead of the whole volume."""
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+
+    case = _write_cases(tmp_path / "in", 1)[0]
+    folder = export_training_set([case], NnunetDirs(tmp_path / "nnunet"), 7, "T1w")
+    written = np.asarray(nib.load(folder / "imagesTr" / "sub-00_0000.nii.gz").dataobj)
+    image = np.asarray(nib.load(case.image).dataobj)
+    np.testing.assert_allclose(written, image + 1.0, atol=1e-6)
+    assert (written[np.asarray(nib.load(case.label).dataobj) == 0] == 0).all()
+    cropped, _, box = crop_to_nonzero(written[None])
+    assert cropped.size < 0.7 * written.size  # the blob's box, not the volume
+
+    grid = segment._stage_input(case.image, tmp_path / "case_0000.nii.gz")
+    assert grid.shape == SHAPE and not (tmp_path / "case_0000.nii.gz").is_symlink()
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "case_0000.nii.gz").dataobj), written)
