@@ -116,6 +116,21 @@ def test_predict_without_a_trained_model_names_the_checkpoint(tmp_path):
         predict(dirs, 3, {"a": tmp_path / "sub-00_T1w.nii.gz"}, tmp_path / "out", trainer=CI_TRAINER)
 
 
+def test_predict_refuses_a_model_trained_on_other_intensities(tmp_path):
+    """A model whose dataset.json does not record nnunet_intensities (trained by an earlier version) would
+    read shifted inputs it never learned: predict stops before nnU-Net runs, naming the model and the cure."""
+    dirs = NnunetDirs(tmp_path / "nnunet")
+    export_training_set(_write_cases(tmp_path, 1), dirs, 3, "T1w")
+    checkpoint = nnunet_checkpoint(model_folder(dirs, 3, "2d", CI_TRAINER))
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()
+    meta = json.loads((dirs.raw / "Dataset003_T1w" / "dataset.json").read_text())
+    assert meta.pop(segment.INTENSITIES_KEY) == segment.INTENSITIES
+    (checkpoint.parent.parent / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=rf"{checkpoint.parent.parent}: trained on images .*delete {dirs.root}"):
+        predict(dirs, 3, {"a": tmp_path / "sub-00_T1w.nii.gz"}, tmp_path / "out", trainer=CI_TRAINER)
+
+
 def test_a_failing_nnunet_command_raises_with_its_output(tmp_path):
     dirs = NnunetDirs(tmp_path / "nnunet")
     dirs.raw.mkdir(parents=True)
