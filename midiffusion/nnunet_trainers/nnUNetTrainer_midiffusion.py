@@ -93,8 +93,8 @@ class CISchedule(ShortSchedule):
 class QuickSchedule(ShortSchedule):
     """Quick default for the embedded phantom on a CPU: 20 epochs of 15 batches of 8 patches.
 
-    nnU-Net plans batches of 30 patches of 128 x 112 for the 2 mm phantom: ~16 s a batch on a 2-core
-    CPU. Batches of 8 cost ~4 s, so this is ~20 minutes there and a minute or two on a GPU.
+    nnU-Net plans batches of 27 patches of 96 x 80 for the 2 mm phantom's brain box: batches of 8 take
+    7.8-10.7 s an epoch on a 2-core CPU, so this is ~3.6 minutes there (docs/hardware.md).
     """
 
     epochs = 20
