@@ -218,9 +218,9 @@ def predict(
 ) -> dict[str, Path]:
     """Segment volumes (case id -> image path, any file naming) into out_dir/<case>.nii.gz.
 
-    Uses the trained model's checkpoint_final.pth. The images are written into a temporary input
-    folder under nnU-Net's naming (<case>_0000.nii.gz, nnunet_intensities); the predictions are checked to have their
-    input's shape and affine and only then moved into out_dir, so no half-finished set is left.
+    Uses the trained model's checkpoint_final.pth. The images are written, on nnunet_intensities, into a
+    temporary input folder under nnU-Net's naming (<case>_0000.nii.gz); the predictions are checked to have
+    their input's shape and affine and only then moved into out_dir, so no half-finished set is left.
     `num_processes=0` runs nnU-Net's sequential mode (no worker processes); `mirroring=False`
     turns off test-time mirroring (4x fewer forward passes in 2d: worth it on a CPU).
     Returns case id -> segmentation path (uint8 labels 0..3).
@@ -312,7 +312,7 @@ def nnunet_intensities(data: np.ndarray) -> np.ndarray:
     predicts on the brain's box, not on a volume 80 % background: on the 2 mm phantom 0.44 x the voxels
     (docs/hardware.md). A brain voxel at exactly BACKGROUND (the darkest 0.5 %) on the brain's edge falls
     outside the mask nnU-Net z-scores in, and is read as 0 there."""
-    return (np.asarray(data, dtype=np.float32) - np.float32(BACKGROUND)).astype(np.float32)
+    return np.asarray(data, dtype=np.float32) - np.float32(BACKGROUND)
 
 
 def _stage_input(source: Path, path: Path) -> _Grid:

@@ -243,7 +243,7 @@ def test_nnunet_gets_the_background_as_zero_so_that_it_crops_to_the_brain(tmp_pa
     image = np.asarray(nib.load(case.image).dataobj)
     np.testing.assert_allclose(written, image + 1.0, atol=1e-6)
     assert (written[np.asarray(nib.load(case.label).dataobj) == 0] == 0).all()
-    cropped, _, box = crop_to_nonzero(written[None])
+    cropped, _, _ = crop_to_nonzero(written[None])
     assert cropped.size < 0.7 * written.size  # the blob's box, not the volume
 
     grid = segment._stage_input(case.image, tmp_path / "case_0000.nii.gz")
