@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .io import InputError
+from .io import InputError, read_json
 
 TISSUE_LABELS: dict[str, int] = {"CSF": 1, "GM": 2, "WM": 3}  # 0 is background
 TISSUE_CLASSES: dict[int, str] = {value: name for name, value in TISSUE_LABELS.items()}
@@ -25,6 +25,10 @@ NNUNET_CHECKPOINT = "checkpoint_final.pth"
 NNUNET_PLANS = "nnUNetPlans.json"  # the plans file in a dataset's preprocessed folder
 NNUNET_LATEST_CHECKPOINT = "checkpoint_latest.pth"  # written every few epochs: where a killed training resumes
 DATASET_ID_STEP = 100  # nnU-Net datasets in one root need distinct ids: the target's, then 100 per source
+# Written into dataset.json (nnU-Net copies it beside the model): how the images reached nnU-Net
+# (segment.nnunet_intensities), so that data or a model made for other intensities is refused instead of
+# segmenting inputs it never learned.
+NNUNET_INTENSITIES_KEY, NNUNET_INTENSITIES = "midiffusion_intensities", "normalised + 1: background 0"
 
 
 def bids_image(root: str | Path, subject: str, suffix: str, extension: str = ".nii.gz") -> Path:
@@ -73,3 +77,21 @@ def nnunet_checkpoint(model_dir: str | Path, fold: int | str = "all") -> Path:
     """The final checkpoint of one fold's model in its nnunet_model_dir. The workflow trains fold "all"
     (every training case; the test subjects are never among them)."""
     return Path(model_dir) / f"fold_{fold}" / NNUNET_CHECKPOINT
+
+
+def check_nnunet_intensities(folder: Path, root: Path) -> None:
+    """InputError unless the nnU-Net dataset or model in folder records the current intensities in its
+    dataset.json; root is the nnU-Net folder the message says to delete."""
+    meta = Path(folder) / "dataset.json"
+    if not meta.exists() or read_json(meta).get(NNUNET_INTENSITIES_KEY) != NNUNET_INTENSITIES:
+        raise InputError(
+            f"{folder}: made from images as an earlier midiffusion gave them to nnU-Net (its dataset.json lacks "
+            f"{NNUNET_INTENSITIES_KEY}: {NNUNET_INTENSITIES!r}); delete {root} and run again to retrain"
+        )
+
+
+def check_run_nnunet(root: Path = NNUNET_ROOT) -> None:
+    """Every nnU-Net dataset and model already in a run's nnU-Net root records the current intensities: a
+    resumed run from an earlier version stops when the workflow starts, not at its first prediction."""
+    for meta in sorted([*root.glob("nnUNet_raw/*/dataset.json"), *root.glob("nnUNet_results/*/*/dataset.json")]):
+        check_nnunet_intensities(meta.parent, root)

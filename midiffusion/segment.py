@@ -29,17 +29,14 @@ import torch
 
 from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, read_json, save_volume, write_json
 from midiffusion.layout import (
-    BACKGROUND, NNUNET_CHECKPOINT, NNUNET_LATEST_CHECKPOINT, NNUNET_PLANS, TISSUE_LABELS, dataset_name, dataset_prefix,
-    nnunet_checkpoint, nnunet_model_dir,
+    BACKGROUND, NNUNET_CHECKPOINT, NNUNET_INTENSITIES, NNUNET_INTENSITIES_KEY, NNUNET_LATEST_CHECKPOINT, NNUNET_PLANS,
+    TISSUE_LABELS, check_nnunet_intensities, dataset_name, dataset_prefix, nnunet_checkpoint, nnunet_model_dir,
 )
 from midiffusion.diffusion.model import select_device
 
 TRAINERS_DIR = Path(__file__).with_name("nnunet_trainers")
 LABELS = {"background": 0, **TISSUE_LABELS}
 FILE_ENDING = ".nii.gz"
-# Written into dataset.json (nnU-Net copies it beside the model): how the images reached nnU-Net, so that
-# a model trained on other intensities is refused instead of segmenting inputs it never learned.
-INTENSITIES_KEY, INTENSITIES = "midiffusion_intensities", "normalised + 1: background 0"
 OUTPUT_TAIL_LINES = 40
 # how train() hands its seed to the project's trainers (nnunet_trainers/), which nnU-Net builds itself
 SEED_VARIABLE = "nnUNet_midiffusion_seed"
@@ -118,7 +115,7 @@ def export_training_set(
                 "labels": LABELS,
                 "numTraining": len(cases),
                 "file_ending": FILE_ENDING,
-                INTENSITIES_KEY: INTENSITIES,
+                NNUNET_INTENSITIES_KEY: NNUNET_INTENSITIES,
             },
         )
         shutil.rmtree(target, ignore_errors=True)
@@ -229,7 +226,7 @@ def predict(
     checkpoint = nnunet_checkpoint(model_folder(dirs, dataset_id, configuration, trainer), fold)
     if not checkpoint.exists():
         raise InputError(f"{checkpoint}: no trained nnU-Net model (run train first)")
-    _check_intensities(checkpoint.parent.parent, dirs)
+    check_nnunet_intensities(checkpoint.parent.parent, dirs.root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".nnunet_predict.") as tmp:
@@ -320,15 +317,6 @@ def _stage_input(source: Path, path: Path) -> _Grid:
     volume = load_volume(source)  # InputError naming the file if it is missing, not 3-D or not finite
     save_volume(path, nnunet_intensities(volume.data), volume.affine)
     return _Grid(source, volume.data.shape, volume.affine)
-
-
-def _check_intensities(model: Path, dirs: NnunetDirs) -> None:
-    meta = model / "dataset.json"
-    if not meta.exists() or read_json(meta).get(INTENSITIES_KEY) != INTENSITIES:
-        raise InputError(
-            f"{model}: trained on images as an earlier midiffusion gave them to nnU-Net (its dataset.json lacks "
-            f"{INTENSITIES_KEY}: {INTENSITIES!r}); delete {dirs.root} and run again to retrain"
-        )
 
 
 def _check_prediction(prediction: Path, source: _Grid) -> None:

@@ -14,10 +14,13 @@ import torch
 
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, snakemake
 from midiffusion.cohort import read_split
 from midiffusion.io import InputError, save_volume
-from midiffusion.layout import NNUNET_ROOT, SPLIT_FILE, nnunet_checkpoint, preprocessed_dir
+from midiffusion.layout import (
+    NNUNET_INTENSITIES, NNUNET_INTENSITIES_KEY, NNUNET_ROOT, SPLIT_FILE, check_run_nnunet, nnunet_checkpoint,
+    preprocessed_dir,
+)
 from midiffusion import segment
 from midiffusion.segment import (
     Case, NnunetDirs, export_training_set, model_folder, plan_and_preprocess, predict, train, training_curve,
@@ -116,19 +119,40 @@ def test_predict_without_a_trained_model_names_the_checkpoint(tmp_path):
         predict(dirs, 3, {"a": tmp_path / "sub-00_T1w.nii.gz"}, tmp_path / "out", trainer=CI_TRAINER)
 
 
-def test_predict_refuses_a_model_trained_on_other_intensities(tmp_path):
-    """A model whose dataset.json does not record nnunet_intensities (trained by an earlier version) would
-    read shifted inputs it never learned: predict stops before nnU-Net runs, naming the model and the cure."""
+def test_predict_and_the_workflow_refuse_nnunet_data_made_for_other_intensities(tmp_path):
+    """A model or dataset whose dataset.json does not record the current intensities (made by an earlier
+    version) would read shifted inputs it never learned: predict stops before nnU-Net runs, and the workflow's
+    start-up check (check_run_nnunet) before any job, each naming the folder and the cure."""
     dirs = NnunetDirs(tmp_path / "nnunet")
     export_training_set(_write_cases(tmp_path, 1), dirs, 3, "T1w")
-    checkpoint = nnunet_checkpoint(model_folder(dirs, 3, "2d", CI_TRAINER))
+    model = model_folder(dirs, 3, "2d", CI_TRAINER)
+    checkpoint = nnunet_checkpoint(model)
     checkpoint.parent.mkdir(parents=True)
     checkpoint.touch()
-    meta = json.loads((dirs.raw / "Dataset003_T1w" / "dataset.json").read_text())
-    assert meta.pop(segment.INTENSITIES_KEY) == segment.INTENSITIES
-    (checkpoint.parent.parent / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(InputError, match=rf"{checkpoint.parent.parent}: trained on images .*delete {dirs.root}"):
+    raw_meta = dirs.raw / "Dataset003_T1w" / "dataset.json"
+    shutil.copy(raw_meta, model / "dataset.json")  # as nnU-Net copies it at training
+    check_run_nnunet(dirs.root)
+    meta = json.loads(raw_meta.read_text())
+    assert meta.pop(NNUNET_INTENSITIES_KEY) == NNUNET_INTENSITIES
+    (model / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=rf"{model}: made from images .*delete {dirs.root}"):
         predict(dirs, 3, {"a": tmp_path / "sub-00_T1w.nii.gz"}, tmp_path / "out", trainer=CI_TRAINER)
+    with pytest.raises(InputError, match=rf"{model}: made from images"):
+        check_run_nnunet(dirs.root)
+    shutil.copy(raw_meta, model / "dataset.json")
+    raw_meta.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=rf"{raw_meta.parent}: made from images"):
+        check_run_nnunet(dirs.root)
+
+
+def test_the_workflow_refuses_a_run_folder_with_earlier_nnunet_models(tmp_path):
+    """A run folder resumed after an upgrade: the dry run stops before any job, naming the stale model."""
+    model = NNUNET_ROOT / "nnUNet_results" / "Dataset501_T1w" / "nnUNetTrainer__nnUNetPlans__2d"
+    (tmp_path / model).mkdir(parents=True)
+    (tmp_path / model / "dataset.json").write_text(json.dumps({"name": "T1w"}))
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert f"{model}: made from images as an earlier midiffusion" in result.stdout + result.stderr
 
 
 def test_a_failing_nnunet_command_raises_with_its_output(tmp_path):

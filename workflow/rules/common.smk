@@ -11,8 +11,8 @@ from snakemake.utils import validate
 from midiffusion.cohort import resolve_cohort
 from midiffusion.io import write_json
 from midiffusion.layout import (
-    NNUNET_PLANS, NNUNET_ROOT, SPLIT_FILE, bids_image, dataset_ids, dataset_name, nnunet_checkpoint, nnunet_model_dir,
-    preprocessed_dir,
+    NNUNET_PLANS, NNUNET_ROOT, SPLIT_FILE, bids_image, check_run_nnunet, dataset_ids, dataset_name, nnunet_checkpoint,
+    nnunet_model_dir, preprocessed_dir,
 )
 from midiffusion.methods import METHODS, PRODUCERS, case_name, producers, trainer_name
 
@@ -53,6 +53,7 @@ NNUNET_IDS = dataset_ids(NNUNET["dataset_id"], CONTRASTS)  # InputError if they 
 NNUNET_DATASETS = {c: dataset_name(i, c) for c, i in NNUNET_IDS.items()}  # contrast -> dataset folder
 NNUNET_DATASET = NNUNET_DATASETS[TARGET]
 FIGURE_SUBJECT = config["figure_subject"] or SPLIT.test[0]
+check_run_nnunet(NNUNET_ROOT)  # a resumed run's nnU-Net data from an earlier version: refused now, not hours later
 
 
 wildcard_constraints:
