@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Document (relative to ROOT) -> {marker NAME: the results table copied between its markers}.
 DOCUMENTS = {
-    "README.md": {"study_headline": "results/tables/start_study/headline.md"},
+    "README.md": {"six_held_out_headline": "results/tables/six_held_out/headline.md"},
     "docs/results.md": {
         "headline": "results/tables/headline.md",
         "summary": "results/tables/summary.md",
@@ -19,6 +19,10 @@ DOCUMENTS = {
         "intensity_bound": "results/tables/intensity_bound.md",
         "intensity_bound_corr": "results/tables/intensity_bound_corr.md",
         "real_contrast": "results/tables/real_contrast.md",
+        "six_held_out_headline": "results/tables/six_held_out/headline.md",
+        "six_held_out_verdict": "results/tables/six_held_out/verdict.md",
+        "six_held_out_nnunet_training": "results/tables/six_held_out/nnunet_training.md",
+        "six_held_out_supervised_bound": "results/tables/six_held_out/supervised_bound.md",
         "study_headline": "results/tables/start_study/headline.md",
         "study_verdict": "results/tables/start_study/verdict.md",
         "study_supervised_bound": "results/tables/start_study/supervised_bound.md",
