@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, read_json, save_volume, write_json
+from midiffusion.io import InputError, atomic_path, check_same_grid, load_volume, save_volume, write_json
 from midiffusion.layout import (
     BACKGROUND, NNUNET_CHECKPOINT, NNUNET_INTENSITIES, NNUNET_INTENSITIES_KEY, NNUNET_LATEST_CHECKPOINT, NNUNET_PLANS,
     TISSUE_LABELS, check_nnunet_intensities, dataset_name, dataset_prefix, nnunet_checkpoint, nnunet_model_dir,
