@@ -16,7 +16,7 @@ table is reported with NaN Dice and named in the output.
 Writes one row per case, candidate and timestep (--out-csv) and, as Markdown (--out-md), the choice per
 case and the mean Dice and corr of the chosen start's translation beside the default's per anatomy and
 source. Usage:
-  python tools/studies/start_choice.py --run ../midiffusion-runs/start_study/results \
+  python tools/studies/start_choice.py --run ../midiffusion-runs/six_held_out/results \
       --levers results/tables/start_levers.csv --sources T2w PDw FLAIR
 """
 
