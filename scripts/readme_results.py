@@ -36,6 +36,8 @@ DOCUMENTS = {
         "dir_verdict": "results/tables/dir/verdict.md",
         "dir_intensity_bound_corr": "results/tables/dir/intensity_bound_corr.md",
         "dir_supervised_bound": "results/tables/dir/supervised_bound.md",
+        "strong_aug_100_nnunet_training": "results/tables/strong_aug_100/nnunet_training.md",
+        "strong_aug_100_headline": "results/tables/strong_aug_100/headline.md",
         "domain_rand_plateau_nnunet_training": "results/tables/domain_rand_plateau/nnunet_training.md",
         "domain_rand_plateau_headline": "results/tables/domain_rand_plateau/headline.md",
         "same_budget_300_nnunet_training": "results/tables/same_budget_300_box/nnunet_training.md",
