@@ -40,8 +40,8 @@ DOCUMENTS = {
         "strong_aug_100_headline": "results/tables/strong_aug_100/headline.md",
         "domain_rand_plateau_nnunet_training": "results/tables/domain_rand_plateau/nnunet_training.md",
         "domain_rand_plateau_headline": "results/tables/domain_rand_plateau/headline.md",
-        "same_budget_300_nnunet_training": "results/tables/same_budget_300_box/nnunet_training.md",
-        "same_budget_300_headline": "results/tables/same_budget_300_box/headline.md",
+        "same_budget_300_nnunet_training": "results/tables/strong_aug_300/nnunet_training.md",
+        "same_budget_300_headline": "results/tables/strong_aug_300/headline.md",
     },
     "docs/history.md": {
         "phantom_information": "results/tables/phantom_information.md",
